@@ -1,0 +1,111 @@
+"""The full config tree every experiment file starts from.
+
+Sections: model, tokenizer, data, objective, optim, mesh, decode, ckpt, log, plus `task`,
+`seed`, `total_steps`, `batch_size`. One function per section so each stays short; the values
+are LlamaGen / MaskGIL defaults (MASKGIL_FACTS.md section 5).
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from maskgil_jax.configlib.model import model_config
+from maskgil_jax.configlib.tokenizer import tokenizer_config
+
+
+def data_config() -> ml_collections.ConfigDict:
+  d = ml_collections.ConfigDict()
+  d.name = "demo"  # 'imagenet2012' (TFDS), 'folder', 'codes', 'demo'
+  d.path = ""  # folder of class sub-folders, or folder of code shards
+  d.tfds_data_dir = ""
+  d.split = "train"
+  d.image_size = 256
+  d.random_flip = True
+  d.ten_crop = False
+  d.num_workers = 0
+  d.prefetch = 2
+  return d
+
+
+def objective_config() -> ml_collections.ConfigDict:
+  o = ml_collections.ConfigDict()
+  o.name = "mar"  # 'mar' (masked tokens, bidirectional) or 'ar' (next token, causal)
+  o.mask_schedule = "arccos"  # arccos | cosine | linear | square
+  o.label_drop = 0.1  # class label replaced by the null class, for CFG
+  o.label_smoothing = 0.1
+  o.loss_on = "all"  # 'all' positions (reference) or 'masked' only
+  return o
+
+
+def optim_config() -> ml_collections.ConfigDict:
+  o = ml_collections.ConfigDict()
+  o.lr = 1e-4
+  o.schedule = "constant"  # 'constant' | 'warmup_cosine'
+  o.warmup_steps = 0
+  o.min_lr_ratio = 0.0
+  o.b1 = 0.9
+  o.b2 = 0.96
+  o.weight_decay = 1e-5
+  o.decay_matrices_only = False
+  o.grad_clip = 1.0
+  o.grad_accum = 1
+  o.ema_decay = 0.0  # 0 disables the EMA of parameters
+  return o
+
+
+def mesh_config() -> ml_collections.ConfigDict:
+  m = ml_collections.ConfigDict()
+  m.data = -1  # -1 fills with the remaining devices
+  m.fsdp = 1
+  m.tensor = 1
+  m.slices = 1  # multi-slice: the data axis spans slices (outermost)
+  m.rules = ml_collections.ConfigDict()  # logical axis -> mesh axis overrides
+  return m
+
+
+def decode_config() -> ml_collections.ConfigDict:
+  d = ml_collections.ConfigDict()
+  d.steps = 8
+  d.schedule = "arccos"
+  d.cfg_scale = 3.0  # MaskGIL convention: (1 + w) * cond - w * uncond
+  d.cfg_schedule = "linear"  # 'linear' ramp (reference) or 'constant'
+  d.temperature = 1.0
+  d.choice_temperature = 4.5
+  d.top_k = 0
+  d.top_p = 1.0
+  d.ar_tokens = 128  # hybrid: tokens written by AR before MAR completes
+  return d
+
+
+def ckpt_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.every_steps = 1000
+  c.keep = 3
+  c.init_from = ""  # an orbax checkpoint to initialise parameters from
+  return c
+
+
+def log_config() -> ml_collections.ConfigDict:
+  l = ml_collections.ConfigDict()
+  l.every_steps = 50
+  l.sample_every_steps = 0
+  l.peak_tflops = 0.0  # 0: look up the chip in training/flops.py
+  return l
+
+
+def base_config(size: str = "B", layout: str = "maskgil",
+                tokenizer: str = "vq16") -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.task = "generator"  # 'generator' or 'tokenizer'
+  c.seed = 0
+  c.total_steps = 1000
+  c.batch_size = 256
+  c.model = model_config(size, layout)
+  c.tokenizer = tokenizer_config(tokenizer)
+  c.data = data_config()
+  c.objective = objective_config()
+  c.optim = optim_config()
+  c.mesh = mesh_config()
+  c.decode = decode_config()
+  c.ckpt = ckpt_config()
+  c.log = log_config()
+  return c

@@ -1,0 +1,80 @@
+"""Checks every config field and computes the derived values, before anything is built.
+
+A bad value fails here with the dotted name of the field, not later inside a jitted function.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from maskgil_jax.configlib.model import LAYOUTS
+
+DTYPES = ("float32", "bfloat16", "float16")
+REMAT_POLICIES = ("none", "nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable",
+                  "everything_saveable")
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message names the field."""
+
+
+def _require(ok: bool, field: str, msg: str) -> None:
+  if not ok:
+    raise ConfigError(f"config.{field}: {msg}")
+
+
+def check_model(m, prefix: str = "model") -> None:
+  _require(m.layout in LAYOUTS, f"{prefix}.layout", f"{m.layout!r} unknown; one of {sorted(LAYOUTS)}")
+  for f in ("n_layer", "n_head", "n_kv_head", "dim", "codebook_size", "num_classes",
+            "grid_size", "cls_token_num", "multiple_of"):
+    _require(isinstance(m[f], int) and m[f] > 0, f"{prefix}.{f}", f"must be a positive int, got {m[f]!r}")
+  _require(m.dim % m.n_head == 0, f"{prefix}.dim",
+           f"{m.dim} is not divisible by {prefix}.n_head={m.n_head}")
+  hd = m.dim // m.n_head
+  _require(m.n_head % m.n_kv_head == 0, f"{prefix}.n_kv_head",
+           f"{m.n_kv_head} does not divide n_head={m.n_head}")
+  _require(m.rope in ("1d", "2d"), f"{prefix}.rope", f"{m.rope!r}; one of '1d', '2d'")
+  _require(hd % (4 if m.rope == "2d" else 2) == 0, f"{prefix}.dim",
+           f"head_dim {hd} must be divisible by {4 if m.rope == '2d' else 2} for {m.rope} RoPE")
+  _require(m.norm_placement in ("pre", "post"), f"{prefix}.norm_placement",
+           f"{m.norm_placement!r}; one of 'pre', 'post'")
+  _require(m.dtype in DTYPES, f"{prefix}.dtype", f"{m.dtype!r}; one of {DTYPES}")
+  _require(m.param_dtype in DTYPES, f"{prefix}.param_dtype", f"{m.param_dtype!r}; one of {DTYPES}")
+  _require(m.remat_policy in REMAT_POLICIES, f"{prefix}.remat_policy",
+           f"{m.remat_policy!r}; one of {REMAT_POLICIES}")
+  for f in ("token_dropout", "resid_dropout", "ffn_dropout", "attn_dropout"):
+    _require(0.0 <= m[f] < 1.0, f"{prefix}.{f}", f"must be in [0, 1), got {m[f]}")
+  if m.layout == "maskgil_reference":
+    _require(m.rope == "1d", f"{prefix}.rope", "the maskgil_reference layout uses 1d RoPE")
+    _require(m.cls_token_num == 1, f"{prefix}.cls_token_num", "maskgil_reference has one class token")
+
+
+def finalize(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A checked copy of `config` with derived values filled in."""
+  c = config.copy_and_resolve_references()
+  if "tokenizer" in c and "data" in c:
+    t = c.tokenizer
+    down = 2 ** (len(t.ch_mult) - 1)
+    _require(c.data.image_size % down == 0, "data.image_size",
+             f"{c.data.image_size} is not a multiple of the tokenizer's downsampling {down}")
+    if "model" in c:
+      c.model.grid_size = c.data.image_size // down
+  if "model" in c:
+    check_model(c.model)
+  if "tokenizer" in c and "model" in c and c.get("task", "generator") == "generator":
+    _require(c.model.codebook_size == c.tokenizer.codebook_size, "model.codebook_size",
+             f"{c.model.codebook_size} differs from tokenizer.codebook_size "
+             f"{c.tokenizer.codebook_size}")
+  for f in ("batch_size", "total_steps"):
+    if f in c:
+      _require(isinstance(c[f], int) and c[f] > 0, f, f"must be a positive int, got {c[f]!r}")
+  if "task" in c:
+    _require(c.task in ("generator", "tokenizer"), "task", f"{c.task!r}; one of generator, tokenizer")
+  if "objective" in c:
+    _require(c.objective.name in ("mar", "ar"), "objective.name", f"{c.objective.name!r}; one of mar, ar")
+    if c.objective.name == "mar" and "model" in c:
+      _require(c.model.layout != "llamagen", "objective.name",
+               "the llamagen layout has no MASK token; MAR needs layout maskgil or maskgil_reference")
+    if c.objective.name == "ar" and "model" in c:
+      _require(c.model.layout != "maskgil_reference", "objective.name",
+               "the maskgil_reference layout puts the class token last; AR needs llamagen or maskgil")
+  return c

@@ -1,0 +1,1 @@
+"""Decoders over the one transformer: MAR confidence masking, AR with a KV cache, and hybrid."""

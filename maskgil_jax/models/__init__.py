@@ -1,0 +1,1 @@
+"""Neural networks: the one LLaMA transformer, the VQ tokenizer, and the evaluation networks."""

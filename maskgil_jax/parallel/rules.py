@@ -1,0 +1,132 @@
+"""Logical axis names and the one table that maps them onto the mesh axes.
+
+Every parameter declares the logical names of its axes (`nnx.Param(..., out_sharding=names)`);
+activations are constrained with the `act_*` names. Which mesh axis a logical axis lands on is
+decided here alone, so a layout change (pure FSDP, FSDP + tensor parallel, ...) is a config
+change: `config.mesh.rules` may override any entry.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import jax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# logical name -> mesh axis (or tuple of axes, or None = replicated).
+DEFAULT_RULES: dict[str, str | tuple[str, ...] | None] = {
+    # weights
+    "embed": "fsdp",
+    "heads": "tensor",
+    "kv_heads": "tensor",
+    "qkv": "tensor",
+    "head_dim": None,
+    "mlp": "tensor",
+    "vocab": "tensor",
+    "layers": None,
+    "norm": None,
+    "conv_in": None,
+    "conv_out": "fsdp",
+    "codebook": None,
+    "codebook_dim": None,
+    # activations
+    "act_batch": ("data", "fsdp"),
+    "act_length": None,
+    "act_embed": "tensor",
+    "act_heads": "tensor",
+    "act_mlp": "tensor",
+    "act_vocab": "tensor",
+    # KV cache
+    "cache_batch": ("data", "fsdp"),
+    "cache_length": None,
+    "cache_heads": "tensor",
+    "cache_kv": None,
+}
+
+
+def make_rules(overrides: Mapping[str, object] | None = None) -> dict:
+  """The default table with `overrides` applied; unknown logical names are refused."""
+  rules = dict(DEFAULT_RULES)
+  for name, axis in (overrides or {}).items():
+    if name not in rules:
+      raise ValueError(f"mesh.rules: unknown logical axis {name!r}; known: {sorted(rules)}")
+    if isinstance(axis, list):
+      axis = tuple(axis)
+    for a in (axis if isinstance(axis, tuple) else (axis,)):
+      if a is not None and a not in MESH_AXES:
+        raise ValueError(f"mesh.rules.{name}: {a!r} is not a mesh axis {MESH_AXES}")
+    rules[name] = axis
+  return rules
+
+
+def logical_to_spec(names: Sequence[str | None] | None, rules: Mapping[str, object],
+                    shape: Sequence[int] | None = None, mesh: Mesh | None = None) -> PartitionSpec:
+  """PartitionSpec for one array; a mesh axis is used once, and only where it divides the dim.
+
+  With `shape` and `mesh` given, an axis whose size does not divide the dimension is dropped
+  (that dimension stays replicated) instead of failing at placement time.
+  """
+  if not names:
+    return PartitionSpec()
+  used: set[str] = set()
+  spec = []
+  for i, name in enumerate(names):
+    axis = rules.get(name) if name is not None else None
+    axes = tuple(a for a in (axis if isinstance(axis, tuple) else (axis,)) if a is not None)
+    axes = tuple(a for a in axes if a not in used)
+    if shape is not None and mesh is not None:
+      size = 1
+      kept = []
+      for a in axes:
+        if shape[i] % (size * mesh.shape[a]) == 0:
+          kept.append(a)
+          size *= mesh.shape[a]
+      axes = tuple(kept)
+    axes = tuple(a for a in axes if mesh is None or mesh.shape[a] > 1) if mesh else axes
+    used.update(axes)
+    spec.append(None if not axes else axes[0] if len(axes) == 1 else axes)
+  return PartitionSpec(*spec)
+
+
+def _is_variable(x) -> bool:
+  return isinstance(x, nnx.Variable)
+
+
+def param_specs(tree, rules: Mapping[str, object], mesh: Mesh | None = None):
+  """PartitionSpecs for every Variable in `tree` (a module or state, concrete or abstract)."""
+
+  def spec(v):
+    names = v.get_metadata().get("out_sharding") if _is_variable(v) else None
+    value = v.get_value() if _is_variable(v) else v
+    return logical_to_spec(names, rules, getattr(value, "shape", None), mesh)
+
+  return jax.tree.map(spec, tree, is_leaf=_is_variable)
+
+
+def param_shardings(tree, mesh: Mesh, rules: Mapping[str, object]):
+  """NamedShardings with the same pytree structure as `tree` (Variables become leaves)."""
+  specs = param_specs(tree, rules, mesh)
+  shardings = jax.tree.map(lambda s: NamedSharding(mesh, s), specs,
+                           is_leaf=lambda x: isinstance(x, PartitionSpec))
+  return jax.tree.map(lambda v, s: v.replace(s) if _is_variable(v) else s, tree, shardings,
+                      is_leaf=_is_variable)
+
+
+def constrain(x, names: Sequence[str | None], rules: Mapping[str, object] | None,
+              mesh: Mesh | None = None):
+  """`with_sharding_constraint` by logical names; a no-op outside a mesh or without rules."""
+  mesh = mesh or _current_mesh()
+  if rules is None or mesh is None or mesh.empty:
+    return x
+  return jax.lax.with_sharding_constraint(
+      x, NamedSharding(mesh, logical_to_spec(names, rules, x.shape, mesh)))
+
+
+def _current_mesh() -> Mesh | None:
+  try:
+    mesh = jax.sharding.get_abstract_mesh()
+  except Exception:  # pragma: no cover - older jax
+    return None
+  return None if mesh.empty else mesh

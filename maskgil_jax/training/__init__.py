@@ -1,0 +1,1 @@
+"""Training pieces used by `maskgil_jax.train`: state, optimizer, losses, steps, metrics."""
