@@ -7,6 +7,7 @@ change: `config.mesh.rules` may override any entry.
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -114,19 +115,34 @@ def param_shardings(tree, mesh: Mesh, rules: Mapping[str, object]):
                       is_leaf=_is_variable)
 
 
-def constrain(x, names: Sequence[str | None], rules: Mapping[str, object] | None,
+_ACTIVE_RULES: list[Mapping[str, object]] = [DEFAULT_RULES]
+
+
+@contextlib.contextmanager
+def axis_rules(rules: Mapping[str, object]):
+  """Rules that `constrain` uses while tracing inside this context (the trainer sets them)."""
+  _ACTIVE_RULES.append(rules)
+  try:
+    yield
+  finally:
+    _ACTIVE_RULES.pop()
+
+
+def constrain(x, names: Sequence[str | None], rules: Mapping[str, object] | None = None,
               mesh: Mesh | None = None):
-  """`with_sharding_constraint` by logical names; a no-op outside a mesh or without rules."""
+  """`with_sharding_constraint` by logical names; a no-op outside a mesh.
+
+  Models call this at block boundaries; the mesh comes from `jax.set_mesh` and the rules from
+  `axis_rules` (the defaults otherwise), so model code never sees the layout.
+  """
   mesh = mesh or _current_mesh()
-  if rules is None or mesh is None or mesh.empty:
+  if mesh is None or mesh.empty:
     return x
+  rules = rules if rules is not None else _ACTIVE_RULES[-1]
   return jax.lax.with_sharding_constraint(
       x, NamedSharding(mesh, logical_to_spec(names, rules, x.shape, mesh)))
 
 
 def _current_mesh() -> Mesh | None:
-  try:
-    mesh = jax.sharding.get_abstract_mesh()
-  except Exception:  # pragma: no cover - older jax
-    return None
+  mesh = jax.sharding.get_abstract_mesh()
   return None if mesh.empty else mesh

@@ -1,0 +1,71 @@
+"""Multi-head attention with a fused wqkv projection, optional QK-norm and grouped KV heads.
+
+One implementation serves every mode; the caller passes a boolean mask (True = may attend)
+built by `masks.py`, and, for decoding, one layer's KV cache slice to write into.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from maskgil_jax.models import kv_cache, rope
+from maskgil_jax.models.layers import Linear, RMSNorm
+
+
+class Attention(nnx.Module):
+  def __init__(self, dim: int, n_head: int, n_kv_head: int, *, qk_norm: bool, norm_eps: float,
+               init_std: float, rngs: nnx.Rngs):
+    self.n_head, self.n_kv_head, self.head_dim = n_head, n_kv_head, dim // n_head
+    qkv_dim = (n_head + 2 * n_kv_head) * self.head_dim
+    self.wqkv = Linear(dim, qkv_dim, ("embed", "qkv"), std=init_std, rngs=rngs)
+    self.wo = Linear(n_head * self.head_dim, dim, ("heads", "embed"), std=init_std, rngs=rngs)
+    if qk_norm:  # per-head RMSNorm of q and k before RoPE (Chameleon / MaskGIL paper)
+      self.q_norm = RMSNorm(self.head_dim, norm_eps, "head_dim")
+      self.k_norm = RMSNorm(self.head_dim, norm_eps, "head_dim")
+    else:
+      self.q_norm = self.k_norm = None
+
+  def __call__(self, x, cos, sin, mask, *, cache=None, cache_start=None, dropout_rate=0.0,
+               dropout_key=None):
+    """x [B, T, D]; cos/sin [T, D/2] or [B, T, D/2]; mask [B|1, 1, T, S] bool.
+
+    With `cache` = (k [B, S, Hkv, Dh], v) the new keys/values are written at `cache_start`
+    and attention runs over all S cache slots; returns (out, new cache or None).
+    """
+    b, t, _ = x.shape
+    hd, nq, nkv = self.head_dim, self.n_head, self.n_kv_head
+    qkv = self.wqkv(x)
+    q, k, v = jnp.split(qkv, [nq * hd, (nq + nkv) * hd], axis=-1)
+    q = q.reshape(b, t, nq, hd)
+    k = k.reshape(b, t, nkv, hd)
+    v = v.reshape(b, t, nkv, hd)
+    if self.q_norm is not None:
+      q, k = self.q_norm(q), self.k_norm(k)
+    q, k = rope.apply(q, cos, sin), rope.apply(k, cos, sin)
+    new_cache = None
+    if cache is not None:
+      k_all, v_all = kv_cache.write(*cache, k, v, cache_start)
+      new_cache = (k_all, v_all)
+      k, v = k_all.astype(x.dtype), v_all.astype(x.dtype)
+    out = attend(q, k, v, mask, dropout_rate, dropout_key)
+    return self.wo(out.reshape(b, t, nq * hd)), new_cache
+
+
+def attend(q, k, v, mask, dropout_rate=0.0, dropout_key=None):
+  """softmax(q k^T / sqrt(d)) v with grouped KV heads; softmax in fp32.
+
+  Without attention dropout this is `jax.nn.dot_product_attention` (cuDNN flash attention on
+  GPUs where available, XLA elsewhere); attention dropout needs the explicit probabilities.
+  """
+  if dropout_rate == 0.0 or dropout_key is None:
+    return jax.nn.dot_product_attention(q, k, v, mask=mask)
+  groups = q.shape[2] // k.shape[2]
+  k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
+  scores = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=jnp.float32)
+  scores = scores / jnp.sqrt(q.shape[-1]).astype(jnp.float32)
+  scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(scores, axis=-1)
+  keep = jax.random.bernoulli(dropout_key, 1.0 - dropout_rate, probs.shape)
+  probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0).astype(v.dtype)
+  return jnp.einsum("bhts,bshd->bthd", probs, v)

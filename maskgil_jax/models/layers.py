@@ -1,0 +1,53 @@
+"""The few parameterised pieces the transformer is built from: Linear, Embedding, RMSNorm.
+
+Weights are stored fp32 under the PyTorch reference's leaf name `weight` and cast to the compute
+dtype where they are used; each carries the logical names of its axes.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def normal_init(key, shape, std: float, dtype=jnp.float32):
+  return (std * jax.random.normal(key, shape)).astype(dtype)
+
+
+class Linear(nnx.Module):
+  """y = x @ W with W stored [in, out] (torch keeps [out, in]: the name table transposes)."""
+
+  def __init__(self, d_in: int, d_out: int, axes: tuple[str, str], *, std: float = 0.02,
+               zero: bool = False, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    value = (jnp.zeros((d_in, d_out), param_dtype) if zero
+             else normal_init(rngs.params(), (d_in, d_out), std, param_dtype))
+    self.weight = nnx.Param(value, out_sharding=axes)
+
+  def __call__(self, x, dtype=None):
+    w = self.weight[...]
+    dtype = dtype or x.dtype
+    return jnp.dot(x.astype(dtype), w.astype(dtype), preferred_element_type=dtype)
+
+
+class Embedding(nnx.Module):
+  def __init__(self, rows: int, dim: int, *, std: float = 0.02, param_dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    self.weight = nnx.Param(normal_init(rngs.params(), (rows, dim), std, param_dtype),
+                            out_sharding=("vocab", "embed"))
+
+  def __call__(self, ids, dtype=jnp.float32):
+    return jnp.take(self.weight[...], ids, axis=0).astype(dtype)
+
+
+class RMSNorm(nnx.Module):
+  """x / rms(x) * weight, computed in fp32 and returned in the input dtype (as LlamaGen)."""
+
+  def __init__(self, dim: int, eps: float = 1e-5, axis_name: str = "norm",
+               param_dtype=jnp.float32):
+    self.eps = eps
+    self.weight = nnx.Param(jnp.ones((dim,), param_dtype), out_sharding=(axis_name,))
+
+  def __call__(self, x):
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return (normed.astype(x.dtype) * self.weight[...].astype(x.dtype))

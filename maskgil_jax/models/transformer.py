@@ -1,0 +1,203 @@
+"""The one LLaMA transformer: bidirectional it is MaskGIL, causal with a KV cache it is LlamaGen.
+
+Parameters (names as the PyTorch reference keys) are plain pytree leaves; layer parameters are
+stacked on a leading `layers` axis and run by `lax.scan` (or an unrolled loop, same outputs)
+under `jax.checkpoint`. Every call is a pure function of the module, its inputs, an explicit
+RNG key (dropout) and, for decoding, a `KVCache` that it returns updated.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from maskgil_jax.configlib.model import ffn_hidden_dim, vocab_rows
+from maskgil_jax.models import masks
+from maskgil_jax.models.attention import Attention
+from maskgil_jax.models.kv_cache import KVCache
+from maskgil_jax.models.layers import Embedding, Linear, RMSNorm
+from maskgil_jax.models.layouts import Layout
+from maskgil_jax.models.remat import remat
+from maskgil_jax.parallel.rules import constrain
+
+ACT = ("act_batch", "act_length", "act_embed")
+
+
+def dropout(x, rate: float, key):
+  if rate == 0.0 or key is None:
+    return x
+  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+class FeedForward(nnx.Module):
+  """SwiGLU: w2(silu(w1 x) * w3 x)."""
+
+  def __init__(self, dim: int, hidden: int, init_std: float, *, rngs: nnx.Rngs):
+    self.w1 = Linear(dim, hidden, ("embed", "mlp"), std=init_std, rngs=rngs)
+    self.w3 = Linear(dim, hidden, ("embed", "mlp"), std=init_std, rngs=rngs)
+    self.w2 = Linear(hidden, dim, ("mlp", "embed"), std=init_std, rngs=rngs)
+
+  def __call__(self, x):
+    h = jax.nn.silu(self.w1(x)) * self.w3(x)
+    return self.w2(constrain(h, ("act_batch", "act_length", "act_mlp")))
+
+
+class Block(nnx.Module):
+  """Pre-norm (LlamaGen): h = x + attn(norm(x)); out = h + ffn(norm(h)).
+  Post-norm (MaskGIL paper): h = x + norm(attn(x)); out = h + norm(ffn(h))."""
+
+  def __init__(self, m, *, rngs: nnx.Rngs):
+    self.attention = Attention(m.dim, m.n_head, m.n_kv_head, qk_norm=m.qk_norm,
+                               norm_eps=m.norm_eps, init_std=m.init_std, rngs=rngs)
+    self.feed_forward = FeedForward(m.dim, ffn_hidden_dim(m), m.init_std, rngs=rngs)
+    self.attention_norm = RMSNorm(m.dim, m.norm_eps)
+    self.ffn_norm = RMSNorm(m.dim, m.norm_eps)
+    self.post_norm = m.norm_placement == "post"
+    self.rates = (float(m.attn_dropout), float(m.resid_dropout), float(m.ffn_dropout))
+
+  def __call__(self, x, cos, sin, mask, key, cache=None, cache_start=None):
+    attn_rate, resid_rate, ffn_rate = self.rates
+    keys = jax.random.split(key, 3) if key is not None else (None,) * 3
+    attn_in = x if self.post_norm else self.attention_norm(x)
+    a, cache = self.attention(attn_in, cos, sin, mask, cache=cache, cache_start=cache_start,
+                              dropout_rate=attn_rate, dropout_key=keys[0])
+    a = dropout(a, resid_rate, keys[1])
+    h = x + (self.attention_norm(a) if self.post_norm else a)
+    f = dropout(self.feed_forward(h if self.post_norm else self.ffn_norm(h)), ffn_rate, keys[2])
+    out = h + (self.ffn_norm(f) if self.post_norm else f)
+    return constrain(out, ACT), cache
+
+
+def _stack_layers(m, rngs: nnx.Rngs) -> Block:
+  """n_layer Blocks with parameters stacked on a leading `layers` axis."""
+  keys = jax.random.split(rngs.params(), m.n_layer)
+  stacked = jax.vmap(lambda k: Block(m, rngs=nnx.Rngs(params=k)))(keys)
+  return jax.tree.map(
+      lambda v: v.replace(out_sharding=("layers",) + tuple(v.get_metadata()["out_sharding"])),
+      stacked, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+class Transformer(nnx.Module):
+  """Embeddings of one token layout, the layer stack, the final norm and the output head."""
+
+  def __init__(self, m, *, rngs: nnx.Rngs):
+    self.layout = Layout.from_config(m)
+    self.dtype = jnp.dtype(m.dtype)
+    self.scan_layers = bool(m.scan_layers)
+    self.remat_policy = m.remat_policy
+    self.token_dropout = float(m.token_dropout)
+    self.n_layer, self.n_kv_head, self.head_dim = m.n_layer, m.n_kv_head, m.dim // m.n_head
+    table_rows, out_classes = vocab_rows(m)
+    if m.layout == "maskgil_reference":
+      self.tok_emb = Embedding(table_rows, m.dim, std=m.init_std, rngs=rngs)
+    else:
+      self.cls_embedding = nnx.Dict(embedding_table=Embedding(
+          m.num_classes + 1, m.dim, std=m.init_std, rngs=rngs))
+      self.tok_embeddings = Embedding(table_rows, m.dim, std=m.init_std, rngs=rngs)
+    self.layers = _stack_layers(m, rngs)
+    self.norm = RMSNorm(m.dim, m.norm_eps)
+    # zero-initialised like LlamaGen: every class starts equally likely
+    self.output = Linear(m.dim, out_classes, ("embed", "vocab"), zero=True, rngs=rngs)
+
+  # ---- the layer stack ------------------------------------------------------------------
+  def _run_layers(self, h, cos, sin, mask, key, cache=None, cache_start=None):
+    keys = (jax.random.split(key, self.n_layer) if key is not None else None)
+
+    def body(h, layer, layer_key, k_cache, v_cache):
+      c = None if k_cache is None else (k_cache, v_cache)
+      h, c = layer(h, cos, sin, mask, layer_key, c, cache_start)
+      return h, (None, None) if c is None else c
+
+    body = remat(body, self.remat_policy)
+    ck = cache.k if cache is not None else None
+    cv = cache.v if cache is not None else None
+    if self.scan_layers:
+      def scan_body(h, xs):
+        layer, layer_key, k_cache, v_cache = xs
+        return body(h, layer, layer_key, k_cache, v_cache)
+      h, (new_k, new_v) = jax.lax.scan(scan_body, h, (self.layers, keys, ck, cv))
+    else:
+      outs = []
+      for i in range(self.n_layer):
+        take = lambda t: None if t is None else jax.tree.map(lambda a: a[i], t)
+        h, c = body(h, take(self.layers), take(keys), take(ck), take(cv))
+        outs.append(c)
+      new_k = None if ck is None else jnp.stack([c[0] for c in outs])
+      new_v = None if cv is None else jnp.stack([c[1] for c in outs])
+    return h, new_k, new_v
+
+  def _head(self, h):
+    return self.output(self.norm(h)).astype(jnp.float32)
+
+  # ---- sequences --------------------------------------------------------------------------
+  def embed(self, tokens, labels):
+    """[B, S, D] embeddings of the layout's sequence for image tokens [B, T] and labels [B]."""
+    lay = self.layout
+    if lay.name == "maskgil_reference":
+      ids = jnp.concatenate([tokens, lay.reference_class_ids(labels)[:, None]], axis=1)
+      return self.tok_emb(ids, self.dtype)
+    cls = self.cls_embedding["embedding_table"](labels, self.dtype)[:, None]
+    cls = jnp.repeat(cls, lay.cls_token_num, axis=1)
+    return jnp.concatenate([cls, self.tok_embeddings(tokens, self.dtype)], axis=1)
+
+  def __call__(self, tokens, labels, *, mode: str, key=None, key_mask=None):
+    """Logits [B, S, V] (fp32) at every slot of the sequence built from tokens and labels.
+
+    mode: 'bidirectional' (MaskGIL) or 'causal' (teacher-forced AR). `key` enables dropout
+    (training); without it the call is deterministic. `key_mask` [B, S] hides padded slots.
+    """
+    if mode not in ("bidirectional", "causal"):
+      raise ValueError(f"mode {mode!r}: use 'bidirectional' or 'causal' (decode via decode())")
+    h = self.embed(tokens, labels)
+    s = h.shape[1]
+    cos, sin = (jnp.asarray(t[:s]) for t in self.layout.rope_tables())
+    keys = jax.random.split(key) if key is not None else (None, None)
+    h = constrain(dropout(h, self.token_dropout, keys[0]), ACT)
+    mask = masks.attention_mask(mode, s, key_mask=key_mask)
+    h, _, _ = self._run_layers(h, cos, sin, mask, keys[1])
+    return self._head(h)
+
+  def mar_logits(self, tokens, labels, **kw):
+    """Bidirectional logits [B, L, V] at the L image slots (tokens may hold MASK ids)."""
+    logits = self(tokens, labels, mode="bidirectional", **kw)
+    p, n = self.layout.prefix_len, tokens.shape[1]
+    return logits[:, p:p + n]
+
+  def ar_logits(self, targets, labels, **kw):
+    """Teacher-forced causal logits [B, L, V]: slot j predicts targets[:, j]."""
+    if self.layout.prefix_len == 0:
+      raise ValueError("AR needs a condition prefix (layout llamagen or maskgil)")
+    logits = self(targets[:, :-1], labels, mode="causal", **kw)
+    return logits[:, self.layout.prefix_len - 1:]
+
+  # ---- cached decoding --------------------------------------------------------------------
+  def init_cache(self, batch: int, dtype=None) -> KVCache:
+    return KVCache.init(self.n_layer, batch, self.layout.seq_len, self.n_kv_head,
+                        self.head_dim, dtype or self.dtype)
+
+  def decode(self, tokens, labels, cache: KVCache):
+    """Feed the next slots into the cache and return (logits [B, T, V], cache).
+
+    With `labels` given (and `tokens` None) the call is the prefill of the condition prefix;
+    otherwise `tokens` [B, T] are image tokens placed right after the filled slots. Logits at
+    the last fed slot predict the next image token.
+    """
+    if self.layout.prefix_len == 0:
+      raise ValueError("cached decoding needs a condition prefix (layout llamagen or maskgil)")
+    if tokens is None:
+      h = self.embed(jnp.zeros((labels.shape[0], 0), jnp.int32), labels)
+    else:
+      h = self.tok_embeddings(tokens, self.dtype)
+    t, start = h.shape[1], cache.length
+    cos_all, sin_all = (jnp.asarray(x) for x in self.layout.rope_tables())
+    cos = jax.lax.dynamic_slice_in_dim(cos_all, start, t)
+    sin = jax.lax.dynamic_slice_in_dim(sin_all, start, t)
+    mask = masks.attention_mask("decode", t, cache.max_len, start=start)
+    h, k, v = self._run_layers(h, cos, sin, mask, None, cache, start)
+    return self._head(h), KVCache(k, v, start + t)
+
+
+def num_params(module) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(nnx.state(module, nnx.Param))))
