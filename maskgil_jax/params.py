@@ -1,0 +1,55 @@
+"""`python -m maskgil_jax.params --config CONFIG [--config.a=b]`: parameter report.
+
+Builds the model with `jax.eval_shape` (nothing is allocated, so the 1.4B model reports on a
+laptop) and prints one row per parameter with its logical axes, a subtotal per module, and
+`params: N` last.
+"""
+from __future__ import annotations
+
+import jax
+import numpy as np
+from absl import flags
+from flax import nnx
+from ml_collections import config_flags
+
+from maskgil_jax import cli, configlib
+from maskgil_jax.interop.names import path_str
+from maskgil_jax.models.transformer import Transformer
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file",
+                                          lock_config=False)
+
+
+def report(model_config) -> tuple[list[str], int]:
+  """Table rows and the total parameter count of the transformer for `config.model`."""
+  abstract = nnx.eval_shape(lambda: Transformer(model_config, rngs=nnx.Rngs(0)))
+  variables = jax.tree_util.tree_flatten_with_path(
+      nnx.state(abstract, nnx.Param), is_leaf=lambda x: isinstance(x, nnx.Variable))[0]
+  rows = [f"{'parameter':<44} {'shape':<20} {'logical axes':<34} {'count':>13}"]
+  totals: dict[str, int] = {}
+  for path, var in variables:
+    name, shape = path_str(path), tuple(var.get_value().shape)
+    n = int(np.prod(shape))
+    module = ".".join(name.split(".")[:2 if name.startswith("layers.") else 1])
+    totals[module] = totals.get(module, 0) + n
+    axes = var.get_metadata().get("out_sharding")
+    rows.append(f"{name:<44} {str(shape):<20} {str(axes):<34} {n:>13,}")
+  rows += ["", f"{'module':<44} {'':<20} {'':<34} {'count':>13}"]
+  rows += [f"{module:<44} {'':<20} {'':<34} {n:>13,}" for module, n in totals.items()]
+  return rows, sum(totals.values())
+
+
+def main(argv):
+  del argv
+  config = configlib.finalize(_CONFIG.value)
+  m = config.model
+  rows, total = report(m)
+  print(f"model: size {m.size}, layout {m.layout}, {m.n_layer} layers, dim {m.dim}, "
+        f"{m.n_head} heads, grid {m.grid_size}x{m.grid_size}, {m.codebook_size} codes")
+  print("\n".join(rows))
+  print(f"params: {total}")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
+  cli.run(main)
