@@ -1,0 +1,112 @@
+"""Training objectives: masking, label drop, the positions scored, and the reference CE values."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from maskgil_jax import configlib
+from maskgil_jax.models.layouts import Layout
+from maskgil_jax.models.transformer import Transformer
+from maskgil_jax.training import objectives
+
+
+def tiny(layout="maskgil"):
+  return configlib.finalize(configlib.load_config(f"tiny:{layout}"))
+
+
+class RecordingModel:
+  """Stands in for the transformer: fixed logits, and it keeps the inputs it was given."""
+
+  def __init__(self, layout, vocab=16):
+    self.layout, self.vocab = layout, vocab
+
+  def mar_logits(self, tokens, labels, key=None):
+    self.tokens, self.labels = tokens, labels
+    return jax.random.normal(jax.random.PRNGKey(0), tokens.shape + (self.vocab,))
+
+
+def batch(b, vocab=16, seed=0):
+  codes = jax.random.randint(jax.random.PRNGKey(seed), (b, 4, 4), 0, vocab)
+  return {"codes": codes, "label": jnp.arange(b) % 10}
+
+
+def test_cross_entropy_matches_the_torch_losses(fixtures_dir):
+  mg = np.load(fixtures_dir / "maskgil_gpt_tiny_io.npz")
+  ce = objectives.cross_entropy(jnp.asarray(mg["logits_cond"][:, :16]),
+                                jnp.asarray(mg["code"].reshape(2, 16)), 0.1)
+  assert float(jnp.mean(ce)) == pytest.approx(float(mg["loss_ls01"]), abs=1e-5)
+  lg = np.load(fixtures_dir / "llamagen_gpt_tiny_io.npz")
+  ce = objectives.cross_entropy(jnp.asarray(lg["logits_tf"]), jnp.asarray(lg["idx"]))
+  assert float(jnp.mean(ce)) == pytest.approx(float(lg["loss_tf"]), abs=1e-5)
+
+
+@pytest.mark.parametrize("loss_on", ["all", "masked"])
+def test_mar_loss_masks_with_the_mask_token_and_scores_the_chosen_positions(loss_on):
+  cfg = tiny().objective
+  cfg.loss_on, cfg.label_drop = loss_on, 0.0
+  model = RecordingModel(Layout.from_config(tiny().model))
+  data = batch(64)
+  loss, metrics = objectives.mar_loss(model, data, jax.random.PRNGKey(1), cfg)
+  codes = data["codes"].reshape(64, 16)
+  masked = model.tokens == model.layout.mask_id
+  np.testing.assert_array_equal(jnp.where(masked, codes, model.tokens), codes)
+  np.testing.assert_array_equal(model.labels, data["label"])
+  assert 0 < int(masked.sum()) < masked.size
+  logits = model.mar_logits(model.tokens, model.labels)
+  per_token = objectives.cross_entropy(logits, codes, 0.1)
+  expected = per_token[masked].mean() if loss_on == "masked" else per_token.mean()
+  assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+  hits = jnp.argmax(logits, -1) == codes
+  assert float(metrics["accuracy"]) == pytest.approx(float(hits[masked].mean()), rel=1e-5)
+  assert float(metrics["mask_ratio"]) == pytest.approx(float(masked.mean()), rel=1e-6)
+
+
+@pytest.mark.parametrize("schedule, mean", [("arccos", 2 / math.pi), ("linear", 0.5)])
+def test_mask_ratio_follows_the_schedule(schedule, mean):
+  cfg = tiny().objective
+  cfg.mask_schedule = schedule
+  model = RecordingModel(Layout.from_config(tiny().model))
+  _, metrics = objectives.mar_loss(model, batch(4096), jax.random.PRNGKey(2), cfg)
+  assert float(metrics["mask_ratio"]) == pytest.approx(mean, abs=0.01)
+
+
+def test_label_drop_uses_the_null_class():
+  cfg = tiny().objective
+  layout = Layout.from_config(tiny().model)
+  model = RecordingModel(layout)
+  cfg.label_drop = 1.0
+  objectives.mar_loss(model, batch(64), jax.random.PRNGKey(3), cfg)
+  assert (model.labels == layout.null_label).all()
+  cfg.label_drop = 0.5
+  objectives.mar_loss(model, batch(4096), jax.random.PRNGKey(3), cfg)
+  assert float(jnp.mean(model.labels == layout.null_label)) == pytest.approx(0.5, abs=0.03)
+
+
+@pytest.mark.parametrize("layout, loss_fn", [("maskgil", objectives.mar_loss),
+                                             ("llamagen", objectives.ar_loss)])
+def test_losses_train_the_real_model_under_jit(layout, loss_fn):
+  c = tiny(layout)
+  model = Transformer(c.model, rngs=nnx.Rngs(0))
+  grad_fn = jax.jit(jax.value_and_grad(lambda m, b, k: loss_fn(m, b, k, c.objective), has_aux=True))
+  (loss, metrics), grads = grad_fn(model, batch(4), jax.random.PRNGKey(0))
+  # the output layer starts at zero, so every class is equally likely: CE = log(V) exactly
+  assert float(loss) == pytest.approx(math.log(512), rel=1e-5)
+  assert set(metrics) >= {"loss", "accuracy"}
+  g = grads.output.weight[...]
+  assert bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).max()) > 0
+
+
+def test_bad_objective_settings_are_named():
+  cfg = tiny().objective
+  cfg.loss_on = "unmasked"
+  with pytest.raises(ValueError, match="config.objective.loss_on"):
+    objectives.mar_loss(RecordingModel(Layout.from_config(tiny().model)), batch(2), None, cfg)
+  with pytest.raises(ValueError, match="needs a MASK token"):
+    objectives.mar_loss(RecordingModel(Layout.from_config(tiny("llamagen").model)), batch(2),
+                        None, tiny().objective)
+  cfg.name = "diffusion"
+  with pytest.raises(ValueError, match="config.objective.name"):
+    objectives.objective_fn(cfg)
