@@ -19,10 +19,13 @@ def data_config() -> ml_collections.ConfigDict:
   d.tfds_data_dir = ""
   d.split = "train"
   d.image_size = 256
+  d.fit = "center_crop"  # 'center_crop' (ADM/LlamaGen resize + centre crop) or 'pad' (small images)
   d.random_flip = True
-  d.ten_crop = False
-  d.num_workers = 0
-  d.prefetch = 2
+  d.ten_crop = False  # LlamaGen ten-crop views of a crop_range-times larger centre crop
+  d.crop_range = 1.1
+  d.read_threads = 16  # grain reader threads per process (0 for in-memory data)
+  d.num_workers = 0  # grain worker processes per host (0: read in the training process)
+  d.prefetch = 2  # batches buffered ahead of the trainer
   return d
 
 

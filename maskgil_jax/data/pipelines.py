@@ -1,0 +1,165 @@
+"""The training input pipeline: one grain graph for every source, one entry point.
+
+    iterator = make_pipeline(config.data, batch_size=config.batch_size, seed=config.seed)
+    batch = next(iterator)   # {'image': float32 [B, H, W, 3] in [-1, 1], 'label': int32 [B]}
+                             # or {'codes': int32 [B, h, w], 'label': int32 [B]} for 'codes'
+
+B is the per-process batch (global batch / process count). The graph, in order:
+
+  source -> this process's share [i::n] -> shuffle (reshuffled every epoch) -> repeat
+  -> per example: read, decode, fit, draw one view (random, seeded by seed and position)
+  -> reader threads -> drop unreadable examples (counted) -> batch (remainder dropped)
+  -> worker processes (data.num_workers > 0) -> pixels to [-1, 1] -> background prefetch
+
+Everything random is a function of (seed, epoch, position), so a seed fixes the stream and the
+iterator's `get_state()` (a small JSON-able dict, saved as the checkpoint item `data_iter`
+with `grain.checkpoint.CheckpointSave`) resumes it exactly. The image and code pipelines share
+the graph up to the view draw, so training on extracted codes sees the same views in the same
+order as tokenizing the images on the fly.
+"""
+from __future__ import annotations
+
+import grain
+import numpy as np
+
+from maskgil_jax.data import preprocess
+from maskgil_jax.data.code_shards import CodeShardSource
+from maskgil_jax.data.skipping import SkipUnreadableIterDataset, Unreadable
+from maskgil_jax.data.sources import DataError, open_image_source
+
+
+class ImageExample(grain.transforms.RandomMap):
+  """Record -> {'image': uint8 [S, S, 3], 'label': int32}, or `Unreadable`."""
+
+  def __init__(self, source, data):
+    self.source = source
+    self.image_size, self.ten_crop, self.fit = data.image_size, data.ten_crop, data.fit
+    self.base_size = preprocess.base_size(data.image_size, data.ten_crop, data.crop_range)
+    self.views = preprocess.num_views(data.ten_crop, data.random_flip)
+
+  def random_map(self, record, rng: np.random.Generator):
+    v = int(rng.integers(self.views))  # first draw: the code pipeline makes the same one
+    try:
+      pixels, label = self.source.load(record)
+      base = preprocess.fit(pixels, self.base_size, self.fit)
+    except preprocess.UnreadableImage as e:
+      return Unreadable(self.source.describe(record), str(e))
+    return {"image": preprocess.view(base, v, self.image_size, self.ten_crop),
+            "label": np.int32(label)}
+
+
+class CodeExample(grain.transforms.RandomMap):
+  """Record -> {'codes': int32 [h, w] (one stored view, drawn at random), 'label': int32}."""
+
+  def __init__(self, source: CodeShardSource):
+    self.source = source
+
+  def random_map(self, record, rng: np.random.Generator):
+    v = int(rng.integers(self.source.meta.views))
+    try:
+      codes, label = self.source.load(record)
+    except preprocess.UnreadableImage as e:
+      return Unreadable(self.source.describe(record), str(e))
+    return {"codes": codes[v], "label": np.int32(label)}
+
+
+def to_model_batch(batch: dict) -> dict:
+  if "image" in batch:
+    batch = {**batch, "image": preprocess.to_model_range(batch["image"])}
+  return batch
+
+
+def check_data(data) -> None:
+  """Refuses `config.data` values that would otherwise fail inside a reader thread."""
+  if data.fit not in preprocess.FITS:
+    raise DataError(f"data.fit: {data.fit!r} unknown; one of {preprocess.FITS}")
+  if data.ten_crop and not data.crop_range >= 1.0:
+    raise DataError(f"data.crop_range: {data.crop_range} must be >= 1 (ten crops are cut from "
+                    "a crop_range-times larger centre crop)")
+  if not (isinstance(data.image_size, int) and data.image_size > 0):
+    raise DataError(f"data.image_size: must be a positive int, got {data.image_size!r}")
+  for field in ("read_threads", "num_workers", "prefetch"):
+    if not (isinstance(data[field], int) and data[field] >= 0):
+      raise DataError(f"data.{field}: must be an int >= 0, got {data[field]!r}")
+
+
+def open_source(data):
+  """The source and its per-example transform for `config.data`."""
+  check_data(data)
+  if data.name == "codes":
+    if not data.path:
+      raise DataError("data.path: set it to a folder written by "
+                      "`python -m maskgil_jax.extract_codes`")
+    source = CodeShardSource(data.path)
+    if source.meta.image_size != data.image_size:
+      raise DataError(f"data.image_size={data.image_size} but the codes in {data.path} were "
+                      f"extracted at {source.meta.image_size}px")
+    return source, CodeExample(source)
+  source = open_image_source(data)
+  return source, ImageExample(source, data)
+
+
+def pipeline_seeds(seed: int) -> tuple[int, int]:
+  """(shuffle seed, per-example seed), each in grain's 32-bit range, from the config seed."""
+  a, b = np.random.SeedSequence(seed).generate_state(2)
+  return int(a), int(b)
+
+
+def process_share(ds: grain.MapDataset, process_index: int, process_count: int) -> grain.MapDataset:
+  """Process i of n reads source records i, i+n, i+2n, ...: disjoint, together everything."""
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} out of range for {process_count} processes")
+  return ds[process_index::process_count]
+
+
+def make_dataset(data, batch_size: int, seed: int, *, shuffle: bool = True,
+                 num_epochs: int | None = None, process_index: int | None = None,
+                 process_count: int | None = None) -> grain.IterDataset:
+  """The batched grain dataset of `config.data` for this process (see module doc).
+
+  batch_size is the global batch; each process gets batch_size / process_count examples per
+  batch. num_epochs=None repeats forever (training); shuffle=False with num_epochs=1 reads
+  every example once in source order (the last partial batch is dropped).
+  """
+  if process_index is None or process_count is None:
+    import jax
+    process_index, process_count = jax.process_index(), jax.process_count()
+  if batch_size <= 0 or batch_size % process_count:
+    raise ValueError(f"batch_size {batch_size} must be a positive multiple of the "
+                     f"{process_count} processes")
+  per_process = batch_size // process_count
+  source, example = open_source(data)
+  shuffle_seed, example_seed = pipeline_seeds(seed)
+  ds = process_share(grain.MapDataset.source(source), process_index, process_count)
+  if len(ds) == 0 or (num_epochs is not None and len(ds) * num_epochs < per_process):
+    raise DataError(f"process {process_index}'s share of the data ({len(ds)} examples x "
+                    f"{num_epochs or 'all'} epochs) is smaller than one batch of {per_process}")
+  if shuffle:
+    ds = ds.shuffle(seed=shuffle_seed)
+  if num_epochs != 1:
+    ds = ds.repeat(num_epochs)
+  ds = ds.random_map(example, seed=example_seed)
+  it = ds.to_iter_dataset(grain.ReadOptions(
+      num_threads=data.read_threads, prefetch_buffer_size=max(2 * per_process, data.read_threads)))
+  it = SkipUnreadableIterDataset(it).batch(per_process, drop_remainder=True)
+  if data.num_workers > 0:
+    _allow_absl_flags_unparsed()
+    it = it.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=data.num_workers, per_worker_buffer_size=max(data.prefetch, 1)))
+  it = it.map(to_model_batch)
+  if data.prefetch > 0:
+    it = grain.experimental.ThreadPrefetchIterDataset(it, prefetch_buffer_size=data.prefetch)
+  return it
+
+
+def _allow_absl_flags_unparsed() -> None:
+  """grain's worker start-up reads an absl flag; outside `absl.app.run` (tests, notebooks) the
+  flags are unparsed and reading one raises, so take the defaults there."""
+  from absl import flags
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
+def make_pipeline(data, batch_size: int, seed: int, **kwargs) -> grain.DatasetIterator:
+  """A checkpointable iterator over batches of `config.data` (arguments as `make_dataset`)."""
+  return iter(make_dataset(data, batch_size, seed, **kwargs))
