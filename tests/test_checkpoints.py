@@ -1,0 +1,95 @@
+"""Orbax checkpoints: parameters on their own, the trainer's state, fall-back on damage."""
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from maskgil_jax import checkpoints, configlib
+from maskgil_jax.interop.torch_io import CheckpointError
+from maskgil_jax.models.transformer import Transformer
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  config = configlib.finalize(configlib.load_config("tiny"))
+  model = Transformer(config.model, rngs=nnx.Rngs(0))
+  abstract = nnx.eval_shape(lambda: Transformer(config.model, rngs=nnx.Rngs(1)))
+  return config, model, abstract
+
+
+def same_params(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_save_params_restores_from_workdir_root_or_step(tmp_path, tiny):
+  config, model, abstract = tiny
+  step_dir = checkpoints.save_params(tmp_path / "run", model, config, step=7)
+  assert step_dir == tmp_path / "run" / "checkpoints" / "7"
+  for where in (tmp_path / "run", tmp_path / "run" / "checkpoints", step_dir):
+    same_params(checkpoints.restore_params(where, abstract), model)
+  assert checkpoints.latest_step(tmp_path / "run") == 7
+  assert checkpoints.latest_step(tmp_path / "nothing") is None
+  restored = checkpoints.restore_config(tmp_path / "run")
+  assert restored.model.to_dict() == config.model.to_dict()
+  assert restored.tokenizer.ch_mult == config.tokenizer.ch_mult  # tuples stay tuples
+
+
+def test_restore_casts_to_the_target_dtype_and_nested_names(tmp_path, tiny):
+  config, model, abstract = tiny
+  checkpoints.save_params(tmp_path, model, config)
+  bf16 = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, jnp.bfloat16), abstract)
+  restored = checkpoints.restore_params(tmp_path, bf16)
+  assert restored.layers.attention.wqkv.weight[...].dtype == jnp.bfloat16
+  nested = checkpoints.to_nested({"params": model})
+  assert nested["params"]["layers"]["attention"]["wqkv"]["weight"].shape == (2, 64, 192)
+
+
+def test_save_params_never_overwrites(tmp_path, tiny):
+  config, model, _ = tiny
+  checkpoints.save_params(tmp_path, model, config, step=3)
+  with pytest.raises(CheckpointError, match="already exists"):
+    checkpoints.save_params(tmp_path, model, config, step=3)
+
+
+def test_clear_errors_for_missing_or_empty_or_mismatched(tmp_path, tiny):
+  config, model, abstract = tiny
+  with pytest.raises(CheckpointError, match="no such directory"):
+    checkpoints.restore_params(tmp_path / "missing", abstract)
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(CheckpointError, match="holds no checkpoint"):
+    checkpoints.restore_params(tmp_path / "empty", abstract)
+  checkpoints.save_params(tmp_path / "run", model, config)
+  with pytest.raises(CheckpointError, match="no EMA parameters"):
+    checkpoints.restore_params(tmp_path / "run", abstract, ema=True)
+  other = configlib.finalize(configlib.load_config("tiny:llamagen"))
+  wrong = nnx.eval_shape(lambda: Transformer(other.model, rngs=nnx.Rngs(0)))
+  with pytest.raises(CheckpointError, match="does not fit.*mis-shaped params.tok_embeddings"):
+    checkpoints.restore_params(tmp_path / "run", wrong)
+
+
+def test_damaged_latest_falls_back_to_the_previous_one(tmp_path, tiny, caplog):
+  config, model, _ = tiny
+  manager = checkpoints.make_manager(tmp_path, every_steps=1)
+  states = {s: {"step": jnp.int32(s), "params": jax.tree.map(lambda x: x + s, model)}
+            for s in (1, 2)}
+  for s, state in states.items():
+    checkpoints.save(manager, s, state, config)
+  manager.wait_until_finished()
+  for f in (tmp_path / "2" / "state").rglob("*"):
+    if f.is_file() and "manifest" in f.name:
+      f.write_bytes(b"damaged")
+  abstract = jax.eval_shape(lambda: states[1])
+  with caplog.at_level(logging.WARNING):
+    state, step = checkpoints.restore_state(manager, abstract, quarantine=True)
+  assert step == 1 and "cannot be read" in caplog.text
+  same_params(state["params"], states[1]["params"])
+  assert manager.all_steps() == [1]  # step 2 moved aside, so it can be written again
+  assert [p.name.split(".")[0] for p in tmp_path.glob("2.unreadable-*")] == ["2"]
+  checkpoints.save(manager, 2, states[2], config)
+  manager.wait_until_finished()
+  assert checkpoints.restore_state(manager, abstract)[1] == 2
+  manager.close()
