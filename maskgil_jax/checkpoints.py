@@ -22,12 +22,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pathlib
 import time
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -120,13 +120,13 @@ def replicated() -> NamedSharding:
 
 
 # ---- where checkpoints live -----------------------------------------------------------------
-def _is_step_dir(p: pathlib.Path) -> bool:
+def _is_step_dir(p: epath.Path) -> bool:
   return p.name.isdigit() and (p / "_CHECKPOINT_METADATA").exists()
 
 
-def locate(directory: str | os.PathLike) -> tuple[pathlib.Path, int | None]:
+def locate(directory: str | os.PathLike) -> tuple[epath.Path, int | None]:
   """(checkpoint root, step or None) of a workdir, a `checkpoints/` folder or a step folder."""
-  p = pathlib.Path(directory)
+  p = epath.Path(directory)
   if not p.is_dir():
     raise CheckpointError(f"{p}: no such directory")
   if _is_step_dir(p):
@@ -150,7 +150,7 @@ def make_manager(root: str | os.PathLike, *, every_steps: int = 1, keep: int | N
       save_interval_steps=every_steps, max_to_keep=keep, read_only=read_only,
       create=not read_only, cleanup_tmp_directories=not read_only,
       enable_async_checkpointing=not read_only)
-  return ocp.CheckpointManager(pathlib.Path(root).absolute(), options=options,
+  return ocp.CheckpointManager(epath.Path(root).absolute(), options=options,
                                item_handlers=_handlers())
 
 
@@ -173,7 +173,7 @@ def save(manager: ocp.CheckpointManager, step: int, state, config, data_iter=Non
                       custom_metadata=metadata)
 
 
-def _quarantine(root: pathlib.Path, step: int) -> None:
+def _quarantine(root: epath.Path, step: int) -> None:
   """Move an unreadable step aside (kept for inspection) so the step can be saved again."""
   if jax.process_index() == 0:
     src = root / str(step)
@@ -196,7 +196,7 @@ def restore_state(manager: ocp.CheckpointManager, abstract_state, data_iter=None
   """
   steps = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
   target, restore_args = _restore_target(abstract_state, replicated())
-  root = pathlib.Path(manager.directory)
+  root = epath.Path(manager.directory)
   failures = []
   for s in steps:
     items = {"state": ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
@@ -233,10 +233,10 @@ def restore_state(manager: ocp.CheckpointManager, abstract_state, data_iter=None
 
 # ---- parameters on their own ----------------------------------------------------------------
 def save_params(directory: str | os.PathLike, module, config, step: int = 0,
-                name: str = "params") -> pathlib.Path:
+                name: str = "params") -> epath.Path:
   """Write `module` (all its Variables) as `{name: ...}` with the config, in the trainer's
   layout under `directory/checkpoints/<step>`; refuses to overwrite an existing step."""
-  root = pathlib.Path(directory) / SUBDIR
+  root = epath.Path(directory) / SUBDIR
   try:
     root.mkdir(parents=True, exist_ok=True)
   except OSError as e:

@@ -47,10 +47,11 @@ def optim_config() -> ml_collections.ConfigDict:
   o.min_lr_ratio = 0.0
   o.b1 = 0.9
   o.b2 = 0.96
+  o.eps = 1e-8
   o.weight_decay = 1e-5
-  o.decay_matrices_only = False
-  o.grad_clip = 1.0
-  o.grad_accum = 1
+  o.decay_matrices_only = False  # decay only weights with two or more (non-layer) axes
+  o.grad_clip = 1.0  # global-norm clipping; 0 disables
+  o.grad_accum = 1  # micro-batches per step (the batch is split, gradients are averaged)
   o.ema_decay = 0.0  # 0 disables the EMA of parameters
   return o
 
@@ -61,6 +62,7 @@ def mesh_config() -> ml_collections.ConfigDict:
   m.fsdp = 1
   m.tensor = 1
   m.slices = 1  # multi-slice: the data axis spans slices (outermost)
+  m.distributed = "auto"  # jax.distributed.initialize(): 'auto' (multi-process env), 'yes', 'no'
   m.rules = ml_collections.ConfigDict()  # logical axis -> mesh axis overrides
   return m
 
@@ -90,8 +92,9 @@ def ckpt_config() -> ml_collections.ConfigDict:
 def log_config() -> ml_collections.ConfigDict:
   l = ml_collections.ConfigDict()
   l.every_steps = 50
-  l.sample_every_steps = 0
-  l.peak_tflops = 0.0  # 0: look up the chip in training/flops.py
+  l.sample_every_steps = 0  # sample grids (PNG + TensorBoard); 0 disables
+  l.sample_count = 16  # images per grid (classes spread evenly)
+  l.peak_tflops = 0.0  # per-device peak for MFU; 0: look up the chip in training/flops.py
   return l
 
 

@@ -1,0 +1,20 @@
+"""LlamaGen-L (343M parameters) AR baseline, class-conditional ImageNet 256, trained with
+the LlamaGen recipe (configlib/recipes.py `llamagen`) on pre-extracted ten-crop codes.
+
+Mesh: data=-1 (pure data parallel; parameters replicated).
+
+  python -m maskgil_jax.train --config configs/llamagen_l.py --workdir gs://BUCKET/runs/llamagen_l \
+      --config.data.path=gs://BUCKET/imagenet_codes_tencrop \
+      --config.tokenizer.ckpt=gs://BUCKET/vq_ds16_c2i.pt  # for sample grids
+
+On a TPU pod (every worker runs the same command; restart it after a preemption):
+
+  launch/tpu_pod.sh TPU_NAME ZONE configs/llamagen_l.py gs://BUCKET/runs/llamagen_l
+
+Memory per device without running: add --memory_report.
+"""
+from maskgil_jax.configlib import recipes
+
+
+def get_config():
+  return recipes.llamagen("L")

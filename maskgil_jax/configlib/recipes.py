@@ -1,0 +1,84 @@
+"""Training recipes of the class-conditional ImageNet 256 generators (MASKGIL_FACTS.md section 5).
+
+`maskgil(size)` is the MaskGIL recipe (MAR objective on the paper's block: 2D RoPE, QK-norm,
+post-norm; images tokenized on the fly by a frozen VQ-16), `llamagen(size)` the LlamaGen AR
+baseline (pre-extracted ten-crop codes). The experiment files in `configs/` are one call each,
+so every number below is written once.
+"""
+from __future__ import annotations
+
+import math
+
+import ml_collections
+
+from maskgil_jax.configlib.base import base_config
+
+IMAGENET_TRAIN_IMAGES = 1_281_167
+EPOCHS = 300  # both papers train the generators for 300 epochs
+
+# Parameter sharding per size: B and L fit replicated (pure data parallel); XL and XXL use
+# FSDP over every device, as LlamaGen's XXL run does.
+FSDP_SIZES = ("XL", "XXL")
+
+
+def steps_for_epochs(epochs: int, batch_size: int, examples: int = IMAGENET_TRAIN_IMAGES) -> int:
+  return math.ceil(epochs * examples / batch_size)
+
+
+def _imagenet_generator(size: str, layout: str, batch_size: int) -> ml_collections.ConfigDict:
+  """What both recipes share: ImageNet 256 through VQ-16, bf16 compute on fp32 weights, clip
+  1.0, label drop 0.1 for classifier-free guidance, 300 epochs, the mesh for the size."""
+  c = base_config(size, layout, tokenizer="vq16")
+  c.batch_size = batch_size
+  c.total_steps = steps_for_epochs(EPOCHS, batch_size)
+  c.data.name = "imagenet2012"
+  c.data.image_size = 256
+  c.data.random_flip = True
+  c.model.dtype = "bfloat16"
+  c.model.param_dtype = "float32"
+  c.objective.label_drop = 0.1
+  c.optim.schedule = "constant"
+  c.optim.grad_clip = 1.0
+  c.optim.ema_decay = 0.0
+  if size in FSDP_SIZES:
+    c.mesh.data, c.mesh.fsdp = 1, -1
+  c.ckpt.every_steps = 5000
+  c.ckpt.keep = 3
+  c.log.every_steps = 100
+  c.log.sample_every_steps = 20000
+  return c
+
+
+def maskgil(size: str) -> ml_collections.ConfigDict:
+  """MaskGIL: AdamW lr 1e-4 constant, betas (0.9, 0.96), weight decay 1e-5 on every weight,
+  batch 256, arccos mask ratio, label smoothing 0.1 over all 256 positions; images resized,
+  randomly cropped and flipped, tokenized on the fly (set tokenizer.ckpt)."""
+  c = _imagenet_generator(size, "maskgil", batch_size=256)
+  c.objective.name = "mar"
+  c.objective.mask_schedule = "arccos"
+  c.objective.label_smoothing = 0.1
+  c.objective.loss_on = "all"
+  c.optim.lr = 1e-4
+  c.optim.b1, c.optim.b2 = 0.9, 0.96
+  c.optim.weight_decay = 1e-5
+  c.optim.decay_matrices_only = False
+  return c
+
+
+def llamagen(size: str) -> ml_collections.ConfigDict:
+  """LlamaGen AR: AdamW lr 1e-4 (2e-4 for XL and XXL), betas (0.9, 0.95), weight decay 0.05 on
+  matrices only, batch 256 (512 for XXL), plain cross-entropy on ten-crop + flip codes
+  extracted once (`python -m maskgil_jax.extract_codes`; set data.path)."""
+  c = _imagenet_generator(size, "llamagen", batch_size=512 if size == "XXL" else 256)
+  c.data.name = "codes"
+  c.data.ten_crop = True
+  c.objective.name = "ar"
+  c.objective.label_smoothing = 0.0
+  c.optim.lr = 2e-4 if size in ("XL", "XXL") else 1e-4
+  c.optim.b1, c.optim.b2 = 0.9, 0.95
+  c.optim.weight_decay = 0.05
+  c.optim.decay_matrices_only = True
+  # LlamaGen's recommended guidance s = 2.0 (B, L) / 1.75 (XL, XXL) is w = s - 1 here
+  c.decode.cfg_scale = 0.75 if size in ("XL", "XXL") else 1.0
+  c.decode.cfg_schedule = "constant"
+  return c
