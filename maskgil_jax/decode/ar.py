@@ -1,0 +1,69 @@
+"""AR decoding (LlamaGen): prefill the class condition, then one token per step with a KV cache.
+
+The cache is an explicit pytree carried through a `jax.lax.scan` over positions; every step
+feeds the token just sampled through the same transformer (`model.decode`) and samples the next
+one from the last slot's logits. With guidance the batch is doubled (cond, null class) and both
+rows are fed the same token, as LlamaGen does at prefill and at every step; the combination is
+the shared (1 + w) * cond - w * uncond, which is LlamaGen's uncond + s * (cond - uncond) with
+s = 1 + w (see sampling.py).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from maskgil_jax.decode.sampling import (DecodeSettings, doubled, doubled_labels, guide,
+                                         sample_tokens)
+from maskgil_jax.models.kv_cache import CACHE_AXES
+from maskgil_jax.parallel.rules import constrain
+
+
+@struct.dataclass
+class ArResult:
+  tokens: jax.Array  # int32 [B, N]: the first N image tokens in raster order
+  logits: jax.Array | None  # fp32 [B, N, codebook] guided logits each token was drawn from
+
+
+def _next_logits(model, logits, settings: DecodeSettings):
+  """Guided code logits [B, V] from the last fed slot's logits [B', T, V']."""
+  last = logits[:, -1, :model.layout.codebook_size]
+  return guide(last, settings.cfg_scale) if settings.guided else last
+
+
+def generate(model, labels, key, settings: DecodeSettings, num_tokens: int | None = None,
+             return_logits: bool = False) -> ArResult:
+  """Decode labels [B] into the first `num_tokens` (default: all) image tokens.
+
+  `num_tokens - 1` cached forward passes follow the prefill (the last token is never fed).
+  `return_logits` also returns the logits of every step (to score or to test against the
+  teacher-forced forward).
+  """
+  layout = model.layout
+  n = layout.num_image_tokens if num_tokens is None else num_tokens
+  if not 1 <= n <= layout.num_image_tokens:
+    raise ValueError(f"AR decoding writes 1..{layout.num_image_tokens} tokens, asked for {n}")
+  feed_labels = doubled_labels(labels, layout.null_label) if settings.guided else labels
+  cache = model.init_cache(feed_labels.shape[0])
+  cache = cache.replace(k=constrain(cache.k, CACHE_AXES), v=constrain(cache.v, CACHE_AXES))
+  logits, cache = model.decode(None, feed_labels, cache)
+  first_logits = _next_logits(model, logits, settings)
+  first, _ = sample_tokens(jax.random.fold_in(key, 0), first_logits, settings)
+
+  def step(carry, position):
+    token, cache = carry
+    fed = doubled(token) if settings.guided else token
+    logits, cache = model.decode(fed[:, None], None, cache)
+    logits = _next_logits(model, logits, settings)
+    token, _ = sample_tokens(jax.random.fold_in(key, position), logits, settings)
+    return (token, cache), (token, logits if return_logits else None)
+
+  _, (rest, rest_logits) = jax.lax.scan(step, (first, cache), jnp.arange(1, n))
+  tokens = jnp.concatenate([first[:, None], rest.T], axis=1)
+  if not return_logits:
+    return ArResult(tokens=tokens, logits=None)
+  all_logits = jnp.concatenate([first_logits[:, None], jnp.swapaxes(rest_logits, 0, 1)], axis=1)
+  return ArResult(tokens=tokens, logits=all_logits)
+
+
+generate_jit = jax.jit(generate, static_argnames=("num_tokens", "return_logits"))

@@ -1,0 +1,132 @@
+"""What every decoder shares: the settings pytree, classifier-free guidance, token sampling.
+
+Conventions (one user-facing set, converted to each reference where they differ):
+- `cfg_scale` is w in MaskGIL's form logits = (1 + w) * cond - w * uncond. LlamaGen writes the
+  same combination as uncond + s * (cond - uncond) with s = 1 + w, so LlamaGen's
+  `--cfg-scale 4.0` is w = 3.0 here, and its recommended 2.0 is w = 1.0. w = 0 is no guidance
+  (and no batch doubling).
+- `temperature` divides the logits in every decoder (LlamaGen's convention). MaskGIL's
+  `sm_temp` multiplies them, so sm_temp = 1 / temperature. temperature = 0 means greedy
+  (argmax); the other draws still happen, so shapes and programs are the same.
+- top-k (0 = off) then top-p (1 = off) filter the tempered logits, in LlamaGen's order.
+
+Numeric settings are traced (changing them does not recompile); the ones that change the
+program's structure (steps, schedules, guided, ar_tokens) are static pytree metadata.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from maskgil_jax.configlib import ConfigError
+from maskgil_jax.decode.schedules import SCHEDULES
+
+CFG_SCHEDULES = ("linear", "constant")
+
+
+@struct.dataclass
+class DecodeSettings:
+  cfg_scale: jax.Array  # w, MaskGIL convention (see module docstring)
+  temperature: jax.Array  # divides the logits; 0 = greedy
+  choice_temperature: jax.Array  # MAR: scale of the Gumbel noise on confidences (4.5)
+  top_k: jax.Array  # 0 = off
+  top_p: jax.Array  # 1 = off
+  steps: int = struct.field(pytree_node=False, default=8)  # MAR steps
+  schedule: str = struct.field(pytree_node=False, default="arccos")  # MAR mask schedule
+  cfg_schedule: str = struct.field(pytree_node=False, default="linear")  # MAR: ramp or constant
+  guided: bool = struct.field(pytree_node=False, default=True)  # double the batch for CFG
+  ar_tokens: int = struct.field(pytree_node=False, default=128)  # hybrid: tokens AR writes
+
+  @classmethod
+  def create(cls, *, cfg_scale=3.0, temperature=1.0, choice_temperature=4.5, top_k=0,
+             top_p=1.0, steps=8, schedule="arccos", cfg_schedule="linear",
+             ar_tokens=128) -> "DecodeSettings":
+    """Checked settings; guidance is switched on exactly when cfg_scale is not 0."""
+    checks = [
+        (isinstance(steps, int) and steps >= 1, "steps", f"must be an int >= 1, got {steps!r}"),
+        (schedule in SCHEDULES, "schedule", f"{schedule!r}; one of {SCHEDULES}"),
+        (cfg_schedule in CFG_SCHEDULES, "cfg_schedule", f"{cfg_schedule!r}; one of {CFG_SCHEDULES}"),
+        (temperature >= 0, "temperature", f"must be >= 0 (0 = greedy), got {temperature}"),
+        (choice_temperature >= 0, "choice_temperature", f"must be >= 0, got {choice_temperature}"),
+        (isinstance(top_k, int) and top_k >= 0, "top_k", f"must be an int >= 0, got {top_k!r}"),
+        (0 < top_p <= 1, "top_p", f"must be in (0, 1], got {top_p}"),
+        (isinstance(ar_tokens, int) and ar_tokens >= 0, "ar_tokens",
+         f"must be an int >= 0, got {ar_tokens!r}"),
+    ]
+    for ok, field, msg in checks:
+      if not ok:
+        raise ConfigError(f"config.decode.{field}: {msg}")
+    f32 = lambda x: jnp.asarray(x, jnp.float32)
+    return cls(f32(cfg_scale), f32(temperature), f32(choice_temperature),
+               jnp.asarray(top_k, jnp.int32), f32(top_p), steps=steps, schedule=schedule,
+               cfg_schedule=cfg_schedule, guided=float(cfg_scale) != 0.0, ar_tokens=ar_tokens)
+
+  @classmethod
+  def from_config(cls, decode_cfg) -> "DecodeSettings":
+    """Settings from `config.decode`."""
+    d = decode_cfg
+    return cls.create(cfg_scale=d.cfg_scale, temperature=d.temperature,
+                      choice_temperature=d.choice_temperature, top_k=d.top_k, top_p=d.top_p,
+                      steps=d.steps, schedule=d.schedule, cfg_schedule=d.cfg_schedule,
+                      ar_tokens=d.ar_tokens)
+
+
+# ---- classifier-free guidance by batch doubling ---------------------------------------------
+# Rows are interleaved (cond 0, uncond 0, cond 1, ...) so that each sample's two rows stay on
+# the device that holds the sample when the batch is sharded.
+
+def doubled(x):
+  """[B, ...] -> [2B, ...]: every row twice."""
+  return jnp.repeat(x, 2, axis=0)
+
+
+def doubled_labels(labels, null_label: int):
+  """[B] -> [2B]: (label, null) per sample."""
+  return jnp.stack([labels, jnp.full_like(labels, null_label)], axis=1).reshape(-1)
+
+
+def guide(logits, w):
+  """[2B, ...] interleaved logits -> [B, ...]: (1 + w) * cond - w * uncond."""
+  pairs = logits.reshape((-1, 2) + logits.shape[1:])
+  cond, uncond = pairs[:, 0], pairs[:, 1]
+  return cond + w * (cond - uncond)
+
+
+# ---- sampling -------------------------------------------------------------------------------
+
+def filter_logits(logits, top_k, top_p):
+  """Logits [..., V] with all but the top-k, then all but the top-p mass, set to -inf.
+
+  Thresholds are values, so ties at the threshold are kept (as LlamaGen's top-k). Skipped
+  entirely (no sort) when both filters are off.
+  """
+  def apply(x):
+    v = x.shape[-1]
+    desc = -jnp.sort(-x, axis=-1)
+    k = jnp.where(top_k > 0, jnp.minimum(top_k, v), v)
+    kept = jnp.arange(v) < k
+    desc = jnp.where(kept, desc, -jnp.inf)
+    # top-p: a token stays while the mass before it is <= top_p (LlamaGen; the first stays)
+    probs = jax.nn.softmax(desc, axis=-1)
+    mass_before = jnp.cumsum(probs, axis=-1) - probs
+    kept = kept & ((mass_before <= top_p) | (top_p >= 1.0))
+    n_kept = jnp.maximum(jnp.sum(kept, axis=-1, keepdims=True), 1)
+    threshold = jnp.take_along_axis(desc, n_kept - 1, axis=-1)
+    return jnp.where(x < threshold, -jnp.inf, x)
+
+  return jax.lax.cond((top_k > 0) | (top_p < 1.0), apply, lambda x: x, logits)
+
+
+def sample_tokens(key, logits, settings: DecodeSettings):
+  """(tokens [...], log-probability of each under the distribution sampled) for logits [..., V].
+
+  Temperature divides, top-k/top-p filter, then a categorical draw; temperature 0 takes the
+  argmax and scores it under the untempered, filtered distribution.
+  """
+  t = settings.temperature
+  scaled = filter_logits(logits / jnp.where(t > 0, t, 1.0), settings.top_k, settings.top_p)
+  drawn = jax.random.categorical(key, scaled, axis=-1)
+  tokens = jnp.where(t > 0, drawn, jnp.argmax(scaled, axis=-1)).astype(jnp.int32)
+  logp = jax.nn.log_softmax(scaled, axis=-1)
+  return tokens, jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0]
