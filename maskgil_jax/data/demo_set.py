@@ -12,6 +12,8 @@ import pathlib
 
 import numpy as np
 
+from maskgil_jax.data import preprocess
+
 DEMO_FILE = pathlib.Path(__file__).resolve().parent / "demo" / "fashion_mnist_subset.npz"
 DEMO_SPLITS = ("train", "test")  # 'test' is the held-out set
 DEMO_IMAGE_SIZE = 28
@@ -36,3 +38,12 @@ def load_demo(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
 
 def demo_class_names() -> tuple[str, ...]:
   return tuple(str(n) for n in _arrays()["class_names"])
+
+
+def demo_images(split: str = "test", image_size: int = 32,
+                fit: str = "pad") -> tuple[np.ndarray, np.ndarray]:
+  """(float32 [N, S, S, 3] in [-1, 1], labels int32 [N]): a split as the pipeline shows it to the
+  model (same fit, three channels), without random views."""
+  images, labels = load_demo(split)
+  pixels = np.stack([preprocess.fit(x, image_size, fit) for x in images])
+  return preprocess.to_model_range(pixels), labels
