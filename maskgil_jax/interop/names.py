@@ -10,6 +10,7 @@ spelling as the reference PyTorch keys wherever the reference has the parameter.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterable, Mapping
 
 import jax
@@ -154,18 +155,29 @@ def import_state_dict(module, state_dict: Mapping[str, np.ndarray], rules: list[
 
 
 def export_state_dict(module, rules: list[Rule], dtype=np.float32) -> dict[str, np.ndarray]:
-  """{torch key: array in torch layout} for every rule, in table order."""
+  """{torch key: array in torch layout} for every rule.
+
+  Keys come in table order, except that a run of consecutive stacked rules is written layer by
+  layer (`layers.0.*` for each rule of the run, then `layers.1.*`, ...), which is the order
+  PyTorch registers them. `dtype` None keeps each parameter's own dtype.
+  """
   check_table(module, rules)
   arrays = named_arrays(module)
-  out = {}
-  for rule in rules:
+
+  def host(rule):  # one device-to-host copy per parameter
     value = np.asarray(jax.device_get(arrays[rule.ours]))
-    if dtype is not None:
-      value = value.astype(dtype)
-    to_torch = _TO_TORCH[rule.transform]
-    if rule.stacked:
-      for i in range(value.shape[0]):
-        out[rule.theirs.format(i=i)] = np.ascontiguousarray(to_torch(value[i]))
-    else:
-      out[rule.theirs] = np.ascontiguousarray(to_torch(value))
+    return value if dtype is None else value.astype(dtype)
+
+  def torch_layout(rule, value):
+    return np.ascontiguousarray(_TO_TORCH[rule.transform](value))
+
+  out = {}
+  for stacked, run in itertools.groupby(rules, key=lambda r: r.stacked):
+    run = list(run)
+    values = [host(rule) for rule in run]
+    if not stacked:
+      out.update((rule.theirs, torch_layout(rule, v)) for rule, v in zip(run, values))
+      continue
+    for i in range(values[0].shape[0]):
+      out.update((rule.theirs.format(i=i), torch_layout(rule, v[i])) for rule, v in zip(run, values))
   return out

@@ -2,20 +2,38 @@
 
 `.pt`/`.pth` files are opened with `torch.load(weights_only=True)`, which refuses any pickled
 object that is not a tensor or a plain container, so a checkpoint can never run code here.
-`.safetensors` files need no torch at all. Every failure is a `CheckpointError` that names the
-file and what is wrong with it.
+`.safetensors` files need no torch at all (bfloat16 tensors included). Every failure is a
+`CheckpointError` that names the file and what is wrong with it.
+
+Files written by `maskgil_jax.export` carry string metadata (the safetensors header, or a
+`"metadata"` entry beside the state dict in a `.pt` file) under the `META_*` keys below;
+`interop/torch_model.py` reads the same keys (it repeats them because it must import nothing
+from this package; a test checks they agree).
 """
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import zipfile
 from collections.abc import Mapping
 
+import ml_dtypes
 import numpy as np
 
 # Wrappers seen in the wild around a state dict, in the order they are tried.
 STATE_DICT_ENTRIES = ("model", "model_state_dict", "state_dict", "module")
+METADATA_ENTRY = "metadata"
+META_KIND = "maskgil_jax.kind"  # 'transformer' | 'tokenizer'
+META_LAYOUT = "maskgil_jax.layout"  # 'llamagen' | 'maskgil-reference' | 'native'
+META_CONFIG = "maskgil_jax.config"  # the experiment config as JSON
+
+# safetensors dtype names <-> numpy dtypes (bfloat16 through ml_dtypes, which JAX ships)
+_SAFETENSORS_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+    "BOOL": np.bool_,
+}
 
 
 class CheckpointError(ValueError):
@@ -28,11 +46,7 @@ def load_torch_file(path: str | os.PathLike) -> Mapping:
   if not path.is_file():
     raise CheckpointError(f"{path}: no such file")
   if path.suffix == ".safetensors":
-    from safetensors.numpy import load_file
-    try:
-      return load_file(str(path))
-    except Exception as e:  # safetensors raises its own error types
-      raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    return read_safetensors(path)[0]
   try:
     import torch
   except ImportError as e:  # pragma: no cover - torch is in the test extra
@@ -49,6 +63,27 @@ def load_torch_file(path: str | os.PathLike) -> Mapping:
     raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint "
                           f"(truncated or corrupt?): {msg}") from e
   return _to_numpy(obj)
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+  """({name: array}, header metadata) of a `.safetensors` file; bfloat16 becomes float32."""
+  import safetensors
+  path = pathlib.Path(path)
+  try:
+    data = path.read_bytes()
+    header_len = int.from_bytes(data[:8], "little")
+    metadata = json.loads(data[8:8 + header_len]).get("__metadata__") or {}
+    tensors = safetensors.deserialize(data)
+  except Exception as e:  # safetensors raises its own error types
+    raise CheckpointError(f"{path}: not a readable safetensors file (truncated or another "
+                          f"format?): {str(e)[:300]}") from e
+  out = {}
+  for name, t in tensors:
+    if t["dtype"] not in _SAFETENSORS_DTYPES:
+      raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {t['dtype']}")
+    a = np.frombuffer(t["data"], _SAFETENSORS_DTYPES[t["dtype"]]).reshape(t["shape"])
+    out[name] = a.astype(np.float32) if a.dtype == ml_dtypes.bfloat16 else a
+  return out, dict(metadata)
 
 
 def _to_numpy(obj):
@@ -100,20 +135,64 @@ def extract_state_dict(obj: Mapping, path: str | os.PathLike = "checkpoint",
 
 def load_state_dict(path: str | os.PathLike, entry: str | None = None) -> dict[str, np.ndarray]:
   """Read a weights file and return its flat state dict as numpy arrays."""
-  return extract_state_dict(load_torch_file(path), path, entry)
+  return load_weights(path, entry)[0]
+
+
+def load_weights(path: str | os.PathLike, entry: str | None = None
+                 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+  """(flat state dict, string metadata) of a weights file; metadata is {} when it has none."""
+  path = pathlib.Path(path)
+  if path.suffix == ".safetensors" and path.is_file():
+    tensors, metadata = read_safetensors(path)
+    return extract_state_dict(tensors, path, entry), metadata
+  obj = load_torch_file(path)
+  metadata = obj.get(METADATA_ENTRY) if isinstance(obj, Mapping) else None
+  if isinstance(metadata, Mapping) and all(isinstance(v, str) for v in metadata.values()):
+    return extract_state_dict(obj, path, entry), dict(metadata)
+  return extract_state_dict(obj, path, entry), {}
+
+
+def _torch_tensor(a: np.ndarray):
+  import torch
+  if a.dtype == ml_dtypes.bfloat16:
+    return torch.from_numpy(a.view(np.uint16).copy()).view(torch.bfloat16)
+  return torch.from_numpy(a.copy())
+
+
+def _write_safetensors(arrays: Mapping[str, np.ndarray], path: pathlib.Path,
+                       metadata: Mapping[str, str]) -> None:
+  """safetensors' own writer, given each array's memory (bfloat16 included, which
+  `safetensors.numpy` cannot name); the arrays are contiguous and little-endian."""
+  import safetensors
+  specs = {k: safetensors.TensorSpec(dtype=a.dtype.name, shape=a.shape, data_ptr=a.ctypes.data,
+                                     data_len=a.nbytes)
+           for k, a in arrays.items()}
+  safetensors.serialize_file(specs, str(path), metadata=dict(metadata))
 
 
 def save_state_dict(state_dict: Mapping[str, np.ndarray], path: str | os.PathLike,
-                    wrap: str | None = "model") -> None:
-  """Write `.pt` (optionally wrapped as {wrap: sd}) or `.safetensors`, atomically."""
+                    wrap: str | None = "model", metadata: Mapping[str, str] | None = None) -> None:
+  """Write `.pt` (wrapped as {wrap: sd} unless `wrap` is None) or `.safetensors`, atomically.
+
+  Arrays keep their dtype (float32, bfloat16 as `ml_dtypes.bfloat16`, ...). `metadata`
+  (strings) goes into the safetensors header ({"format": "pt"} is always there), or beside the
+  state dict of a `.pt` file as `{wrap: sd, "metadata": {...}}` when given. Nothing is left at
+  `path` on failure.
+  """
   path = pathlib.Path(path)
-  tmp = path.with_name(path.name + ".tmp")
+  metadata = dict(metadata or {})
   arrays = {k: np.ascontiguousarray(v) for k, v in state_dict.items()}
-  if path.suffix == ".safetensors":
-    from safetensors.numpy import save_file
-    save_file(arrays, str(tmp), metadata={"format": "pt"})
-  else:
-    import torch
-    sd = {k: torch.from_numpy(v.copy()) for k, v in arrays.items()}
-    torch.save({wrap: sd} if wrap else sd, tmp)
-  os.replace(tmp, path)
+  tmp = path.with_name(path.name + ".tmp")
+  try:
+    if path.suffix == ".safetensors":
+      _write_safetensors(arrays, tmp, {"format": "pt", **metadata})
+    else:
+      import torch
+      sd = {k: _torch_tensor(v) for k, v in arrays.items()}
+      if wrap is None and metadata:
+        raise ValueError("metadata in a .pt file needs a wrapper entry (wrap=...)")
+      obj = {wrap: sd, METADATA_ENTRY: metadata} if metadata else {wrap: sd} if wrap else sd
+      torch.save(obj, tmp)
+    os.replace(tmp, path)
+  finally:
+    tmp.unlink(missing_ok=True)

@@ -1,0 +1,136 @@
+"""`python -m maskgil_jax.export --workdir DIR --layout L --out FILE`: PyTorch weights out.
+
+  python -m maskgil_jax.export --workdir runs/maskgil_b --layout native --out gpt.safetensors
+  python -m maskgil_jax.export --workdir runs/llamagen_b --layout llamagen --out c2i_B.pt --ema
+  python -m maskgil_jax.export --workdir runs/vq16 --layout llamagen --out vq_ds16_c2i.pt
+
+Reads the newest readable checkpoint of a training run or `maskgil_jax.convert` output (or
+`--step N`; `--ema` for the EMA parameters) onto the host CPU, whatever mesh wrote it, and
+writes one `.pt` or `.safetensors` file (`--format`, otherwise from the suffix):
+- `llamagen`: LlamaGen's key names, `{"model": sd}`; GPTs load with strict=True into
+  LlamaGen's `autoregressive/models/gpt.py`, tokenizers into its `VQModel` (buffer included).
+- `maskgil-reference`: the public MaskGIL code's names, `{"model_state_dict": sd}` (its loaders
+  read that entry); a tokenizer exports as for `llamagen`, which MaskGIL reuses.
+- `native`: any of our models (QK-norm, post-norm, 2D RoPE, ...), for
+  `maskgil_jax/interop/torch_model.py`.
+Every file carries the run's config as metadata, so `torch_model.load_transformer(FILE)` needs
+nothing else. Tensors are float32 unless `--dtype bfloat16` (the VQ usage buffer stays float32).
+The file appears only when complete; an existing `--out` is kept unless `--overwrite`.
+"""
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import ml_dtypes
+import numpy as np
+from absl import app, flags
+from flax import nnx
+
+from maskgil_jax import checkpoints, cli
+from maskgil_jax.configlib import ConfigError
+from maskgil_jax.interop import gpt_names, names, torch_io, vq_names
+from maskgil_jax.models.transformer import Transformer
+from maskgil_jax.models.vq import VQModel
+
+LAYOUTS = ("llamagen", "maskgil-reference", "native")
+FORMATS = {".pt": "pt", ".pth": "pt", ".safetensors": "safetensors"}
+DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}
+# where each layout's reference loaders look for the state dict inside a .pt file
+_PT_ENTRY = {"llamagen": "model", "maskgil-reference": "model_state_dict", "native": "model"}
+
+def on_host(abstract):
+  """`abstract` with every array placed on the first CPU device, so a checkpoint of any mesh
+  restores into host memory (no accelerator memory, no matching device count needed)."""
+  cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=cpu), abstract)
+
+
+def restore_model(workdir, step: int | None = None, ema: bool = False):
+  """(module, config, kind) of a checkpoint: kind 'tokenizer' for a `task='tokenizer'` run,
+  'transformer' otherwise."""
+  config = checkpoints.restore_config(workdir, step)
+  kind = "tokenizer" if config.get("task", "generator") == "tokenizer" else "transformer"
+  if kind == "tokenizer":
+    abstract = nnx.eval_shape(lambda: VQModel(config.tokenizer, rngs=nnx.Rngs(0)))
+  else:
+    abstract = nnx.eval_shape(lambda: Transformer(config.model, rngs=nnx.Rngs(0)))
+  module = checkpoints.restore_params(workdir, on_host(abstract), step=step, ema=ema)
+  return module, config, kind
+
+
+def tokenizer_state_dict(model: VQModel, layout: str, dtype) -> dict[str, np.ndarray]:
+  """LlamaGen's VQModel state dict (our tokenizer keys are LlamaGen's in every layout)."""
+  if layout != "native" and model.spec.kind != "vq":
+    raise ConfigError(f"config.tokenizer.kind: {model.spec.kind!r} has no counterpart in the "
+                      "reference code (LlamaGen's VQModel); use --layout native")
+  sd = vq_names.export_vq_state_dict(model)
+  return {k: v if k == vq_names.BUFFER_KEY else v.astype(dtype) for k, v in sd.items()}
+
+
+def transformer_state_dict(model: Transformer, config, layout: str, dtype) -> dict[str, np.ndarray]:
+  if layout != "native":
+    gpt_names.check_reference_architecture(config.model, layout.replace("-", "_"))
+  return names.export_state_dict(model, gpt_names.gpt_rules(config.model), dtype=dtype)
+
+
+def check_output(out: pathlib.Path, fmt: str | None, overwrite: bool) -> None:
+  """app.UsageError for an --out that cannot be written as asked (before any work is done)."""
+  suffix_format = FORMATS.get(out.suffix)
+  if suffix_format is None:
+    raise app.UsageError(f"--out {out}: use a .pt, .pth or .safetensors name")
+  if fmt is not None and fmt != suffix_format:
+    raise app.UsageError(f"--format {fmt} does not match the --out suffix {out.suffix!r}")
+  if out.exists() and not overwrite:
+    raise app.UsageError(f"--out {out} exists; choose another name or pass --overwrite")
+  if not out.parent.is_dir():
+    raise app.UsageError(f"--out {out}: no such directory {out.parent}")
+
+
+def export(workdir, layout: str, out, *, fmt: str | None = None, step: int | None = None,
+           ema: bool = False, dtype: str = "float32", overwrite: bool = False) -> dict:
+  """Write the checkpoint in `workdir` to `out`; returns a summary (kind, tensors, parameters)."""
+  if layout not in LAYOUTS:
+    raise app.UsageError(f"--layout {layout!r}; one of {LAYOUTS}")
+  out = pathlib.Path(out)
+  check_output(out, fmt, overwrite)
+  module, config, kind = restore_model(workdir, step, ema)
+  if kind == "tokenizer":
+    state_dict = tokenizer_state_dict(module, layout, DTYPES[dtype])
+  else:
+    state_dict = transformer_state_dict(module, config, layout, DTYPES[dtype])
+  metadata = {torch_io.META_KIND: kind, torch_io.META_LAYOUT: layout,
+              torch_io.META_CONFIG: config.to_json_best_effort()}
+  torch_io.save_state_dict(state_dict, out, wrap=_PT_ENTRY[layout], metadata=metadata)
+  return dict(kind=kind, tensors=len(state_dict),
+              parameters=int(sum(v.size for k, v in state_dict.items()
+                                 if k != vq_names.BUFFER_KEY)))
+
+
+def define_flags() -> None:
+  """The command's flags (defined only when run as a command: other commands that a process
+  imports define `--out` too)."""
+  flags.DEFINE_string("workdir", None, "training run, convert output or one step folder")
+  flags.DEFINE_integer("step", None, "checkpoint step (default: the newest readable)")
+  flags.DEFINE_bool("ema", False, "export the EMA parameters")
+  flags.DEFINE_enum("layout", None, LAYOUTS, "key names and file layout to write")
+  flags.DEFINE_enum("format", None, sorted(set(FORMATS.values())),
+                    "file format (default: from the --out suffix)")
+  flags.DEFINE_string("out", None, "the .pt / .pth / .safetensors file to write")
+  flags.DEFINE_enum("dtype", "float32", sorted(DTYPES), "dtype of the written tensors")
+  flags.DEFINE_bool("overwrite", False, "replace an existing --out file")
+  flags.mark_flags_as_required(["workdir", "layout", "out"])
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  info = export(f.workdir, f.layout, f.out, fmt=f.format, step=f.step, ema=f.ema,
+                dtype=f.dtype, overwrite=f.overwrite)
+  print(f"exported {info['kind']} ({info['tensors']} tensors, {info['parameters']:,} "
+        f"parameters, {f.dtype}) in the {f.layout} layout to {f.out}")
+
+
+if __name__ == "__main__":
+  define_flags()
+  cli.run(main)
