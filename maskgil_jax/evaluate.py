@@ -1,0 +1,216 @@
+"""`python -m maskgil_jax.evaluate`: FID, sFID, Inception Score, precision and recall of samples.
+
+  python -m maskgil_jax.evaluate --samples SAMPLES --ref REF --inception WEIGHTS \
+      [--batch N] [--out results.json]
+
+SAMPLES and REF are each an ADM `.npz` batch (`arr_0` uint8 NHWC, e.g. ADM's
+`VIRTUAL_imagenet256_labeled.npz`), a folder of images, or a statistics file written by
+`--save-samples-stats` / `--save-ref-stats`. WEIGHTS is pytorch-fid's
+`pt_inception-2015-12-05-6726825d.pth` (or the same keys as `.safetensors` / `.npz`).
+
+As ADM's evaluator: statistics stored in an input `.npz` (`mu`, `sigma`, `mu_s`, `sigma_s`) are
+used as they are; features are computed from the images otherwise, and always where precision and
+recall need them. `--ref` may be left out when only `--save-samples-stats` is wanted. On several
+hosts, run the same command on every host (`--distributed auto` detects the job); process 0
+prints and writes.
+See docs/evaluation.md for the ImageNet 256 protocol.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import sys
+import time
+
+import jax
+
+import maskgil_jax
+from maskgil_jax.evaluation.features import compute_features, data_mesh, global_batch_size
+from maskgil_jax.evaluation.fid import FIDError, frechet_distance
+from maskgil_jax.evaluation.image_sets import IMAGES_KEY, ImageSetError, npz_members, open_image_set
+from maskgil_jax.evaluation.inception_score import class_logits, inception_score
+from maskgil_jax.evaluation.precision_recall import DEFAULT_K, DISTANCES, precision_recall
+from maskgil_jax.evaluation.stats_io import (SetStatistics, StatsFileError, has_statistics,
+                                             read_statistics, statistics_from_features,
+                                             write_statistics)
+from maskgil_jax.interop.inception_names import load_fid_inception
+from maskgil_jax.interop.torch_io import CheckpointError
+from maskgil_jax.models.inception import PREPROCESSING
+from maskgil_jax.parallel.mesh import DISTRIBUTED_MODES, initialize_distributed
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(
+      prog="python -m maskgil_jax.evaluate",
+      usage="python -m maskgil_jax.evaluate --samples SAMPLES --ref REF --inception WEIGHTS "
+            "[--batch N] [--out results.json]",
+      description="FID, sFID, Inception Score, precision and recall, as ADM's evaluator defines "
+                  "them, computed with the FID Inception-v3 on the local accelerators.")
+  p.add_argument("--samples", required=True, help="ADM .npz batch, image folder or stats .npz")
+  p.add_argument("--ref", help="reference: ADM .npz batch, image folder or stats .npz")
+  p.add_argument("--inception", required=True,
+                 help="pt_inception-2015-12-05-6726825d.pth, or .safetensors / .npz of it")
+  p.add_argument("--batch", type=int, default=256, help="global images per forward (default 256)")
+  p.add_argument("--out", help="results JSON (metrics and the settings used)")
+  p.add_argument("--preprocessing", choices=PREPROCESSING, default="tf1",
+                 help="tf1: as the TF graph ADM uses (default); pytorch_fid: as pytorch-fid")
+  p.add_argument("--distances", choices=DISTANCES, default="adm",
+                 help="precision/recall distances: ADM's float16 rounding (default) or float32")
+  p.add_argument("--is-splits", type=int, default=10, help="Inception Score splits (default 10)")
+  p.add_argument("--save-samples-stats", help="write the samples' statistics .npz here")
+  p.add_argument("--save-ref-stats", help="write the reference's statistics .npz here")
+  p.add_argument("--distributed", choices=DISTRIBUTED_MODES, default="auto",
+                 help="jax.distributed set-up: auto (when launched on several processes), yes, no")
+  args = p.parse_args(argv)
+  if args.ref is None and args.save_samples_stats is None:
+    p.error("--ref is required unless --save-samples-stats is given")
+  if args.ref is None and args.save_ref_stats is not None:
+    p.error("--save-ref-stats needs --ref")
+  if args.batch <= 0:
+    p.error(f"--batch must be positive, got {args.batch}")
+  return args
+
+
+@dataclasses.dataclass
+class Input:
+  """One side of the comparison: its images (if any) and its statistics (once known)."""
+  role: str
+  path: pathlib.Path
+  images: object = None  # NpzImages | FolderImages
+  stats: SetStatistics | None = None
+  stats_from_file: bool = False
+
+
+def open_input(path: str, role: str) -> Input:
+  """Classify SAMPLES / REF without reading images: image set, statistics, or both."""
+  item = Input(role, pathlib.Path(path))
+  if item.path.is_file() and item.path.suffix == ".npz":
+    if has_statistics(item.path):
+      item.stats, item.stats_from_file = read_statistics(item.path), True
+    if IMAGES_KEY in npz_members(item.path):
+      item.images = open_image_set(item.path)
+    elif item.stats is None:
+      raise ImageSetError(f"{item.path}: neither images ({IMAGES_KEY}) nor statistics (mu, sigma)")
+  else:
+    item.images = open_image_set(item.path)
+  return item
+
+
+def _sha256(path: pathlib.Path) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+def _write_json(path: pathlib.Path, obj) -> None:
+  tmp = path.with_name(f".{path.name}.tmp")
+  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+  os.replace(tmp, path)
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+  """Every metric the inputs allow, the reason for each one left out, and the settings."""
+  samples = open_input(args.samples, "samples")
+  ref = open_input(args.ref, "ref") if args.ref else None
+  for item in (samples, ref):
+    made_with = item and item.stats and item.stats.meta.get("preprocessing")
+    if made_with and made_with != args.preprocessing:
+      raise StatsFileError(f"{item.path}: statistics made with --preprocessing {made_with}, "
+                           f"this run uses {args.preprocessing}; features must come alike")
+  model = load_fid_inception(args.inception)
+  mesh = data_mesh()
+  meta = {"preprocessing": args.preprocessing, "inception": pathlib.Path(args.inception).name,
+          "inception_sha256": _sha256(pathlib.Path(args.inception))}
+
+  for item in [x for x in (samples, ref) if x is not None and x.images is not None]:
+    feats = compute_features(model, item.images.batches(args.batch), item.images.num_images,
+                             batch_size=args.batch, mesh=mesh, preprocessing=args.preprocessing,
+                             desc=item.role)
+    computed = statistics_from_features(feats, dict(meta, source=str(item.path)))
+    if item.stats is None:
+      item.stats = computed
+    else:  # ADM: stored statistics win; our features still serve precision/recall and IS
+      item.stats.pool3 = computed.pool3
+
+  metrics, notes = {}, {}
+  pool3 = samples.stats.pool3
+  if pool3 is not None and pool3.shape[0] >= args.is_splits:
+    mean, std = inception_score(class_logits(pool3, model.fc.weight[...]), args.is_splits)
+    metrics["inception_score"], metrics["inception_score_std"] = mean, std
+  else:
+    notes["inception_score"] = "needs at least --is-splits sample pool3 features"
+  if ref is not None:
+    s, r = samples.stats, ref.stats
+    metrics["fid"] = frechet_distance(s.mu, s.sigma, r.mu, r.sigma)
+    if s.mu_s is not None and r.mu_s is not None:
+      metrics["sfid"] = frechet_distance(s.mu_s, s.sigma_s, r.mu_s, r.sigma_s)
+    else:
+      notes["sfid"] = "a statistics file without mu_s/sigma_s"
+    if s.pool3 is not None and r.pool3 is not None:
+      metrics["precision"], metrics["recall"] = precision_recall(
+          r.pool3, s.pool3, k=DEFAULT_K, distances=args.distances)
+    else:
+      notes["precision_recall"] = "needs pool3 features of both sets"
+
+  for item, out in ((samples, args.save_samples_stats), (ref, args.save_ref_stats)):
+    if out and jax.process_index() == 0:
+      write_statistics(out, item.stats)
+
+  def describe(item):
+    return None if item is None else {
+        "path": str(item.path),
+        "num_images": (item.images.num_images if item.images is not None
+                       else item.stats.meta.get("num_images")),
+        "statistics": "read from file" if item.stats_from_file else "computed",
+        "image_shape": list(item.images.image_shape) if item.images is not None else None}
+
+  return {
+      "metrics": metrics,
+      "not_computed": notes,
+      "settings": dict(
+          meta, samples=describe(samples), ref=describe(ref), batch=args.batch,
+          global_batch=global_batch_size(args.batch, mesh), devices=int(mesh.devices.size),
+          processes=jax.process_count(), platform=jax.devices()[0].platform,
+          distances=args.distances, precision_recall_k=DEFAULT_K, is_splits=args.is_splits,
+          is_logits="pool3 @ fc.weight (no bias), as ADM", fid_statistics="float64, np.cov",
+          maskgil_jax=maskgil_jax.__version__, jax=jax.__version__),
+  }
+
+
+NAMES = {"inception_score": "Inception Score", "inception_score_std": "Inception Score std",
+         "fid": "FID", "sfid": "sFID", "precision": "Precision", "recall": "Recall"}
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  initialize_distributed(args.distributed)
+  start = time.time()
+  try:
+    result = evaluate(args)
+  except (CheckpointError, ImageSetError, StatsFileError, FIDError) as e:  # bad inputs
+    print(f"evaluate: error: {e}", file=sys.stderr)
+    return 2
+  if jax.process_index() != 0:
+    return 0
+  for key, value in result["metrics"].items():
+    print(f"{NAMES[key]}: {value:.6g}")
+  for key, why in result["not_computed"].items():
+    print(f"{key}: not computed ({why})")
+  if args.out:
+    _write_json(pathlib.Path(args.out), result)
+  m = result["metrics"]
+  summary = " | ".join(f"{NAMES[k]} {m[k]:.4g}" for k in ("fid", "sfid", "inception_score",
+                                                            "precision", "recall") if k in m)
+  print(f"evaluate: {summary or 'statistics written'} in {time.time() - start:.0f} s"
+        + (f" -> {args.out}" if args.out else ""))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,206 @@
+"""`python -m maskgil_jax.evaluate` end to end on tiny image sets, statistics files and input errors.
+
+The Inception has the fixture's recipe weights (the real ones are not available here; parity
+with pytorch-fid is tests/test_inception.py's job). The 2048 x 2048 matrix
+square root of a real FID takes about a minute on two shared cores, so these tests swap
+`frechet_distance` for a cheap stand-in of the same signature: they check which statistics reach
+it, and tests/test_metrics.py checks the distance itself.
+"""
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from maskgil_jax import evaluate
+from maskgil_jax.evaluation.stats_io import (SetStatistics, StatsFileError, read_statistics,
+                                             write_statistics)
+from maskgil_jax.interop import torch_io
+from test_inception import recipe_weights
+
+
+def stand_in_distance(mu1, sigma1, mu2, sigma2):
+  return float(np.sum((mu1 - mu2) ** 2) + np.abs(sigma1 - sigma2).sum())
+
+
+@pytest.fixture(autouse=True)
+def cheap_fid(monkeypatch):
+  monkeypatch.setattr(evaluate, "frechet_distance", stand_in_distance)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory, fixtures_dir):
+  path = tmp_path_factory.mktemp("weights") / "inception.safetensors"
+  torch_io.save_state_dict(recipe_weights(fixtures_dir / "fid_inception_keys.txt"), path)
+  return path
+
+
+def smooth_images(seed, n, size=32):
+  """Blurry random images (upsampled 4x4 noise), so sets differ in their statistics."""
+  small = np.random.default_rng(seed).integers(0, 256, (n, 4, 4, 3), dtype=np.uint8)
+  return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BICUBIC))
+                   for im in small])
+
+
+SET_SIZE = 6  # images per set: one forward each with --batch 6
+
+
+@pytest.fixture(scope="module")
+def image_sets(tmp_path_factory):
+  root = tmp_path_factory.mktemp("sets")
+  samples = root / "samples.npz"
+  np.savez(samples, arr_0=smooth_images(1, SET_SIZE))
+  ref = root / "ref"
+  ref.mkdir()
+  for i, im in enumerate(smooth_images(2, SET_SIZE)):
+    Image.fromarray(im).save(ref / f"{i:03d}.png")
+  return samples, ref
+
+
+def run(*argv):
+  assert evaluate.main([str(a) for a in argv]) == 0
+
+
+COMMON = ("--batch", SET_SIZE, "--is-splits", 3)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, weights, image_sets):
+  """Images in, metrics and both statistics files out: (JSON, printed text, stats paths)."""
+  samples, ref = image_sets
+  root = tmp_path_factory.mktemp("run")
+  out, s_stats, r_stats = root / "r.json", root / "s.npz", root / "ref_stats.npz"
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(evaluate, "frechet_distance", stand_in_distance)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+      run("--samples", samples, "--ref", ref, "--inception", weights, "--out", out,
+          "--save-samples-stats", s_stats, "--save-ref-stats", r_stats, *COMMON)
+  return json.loads(out.read_text()), printed.getvalue(), s_stats, r_stats
+
+
+def test_images_to_metrics(first_run):
+  result, printed, _, _ = first_run
+  metrics, settings = result["metrics"], result["settings"]
+  assert set(metrics) == {"fid", "sfid", "inception_score", "inception_score_std", "precision",
+                          "recall"}
+  for name in ("FID", "sFID", "Inception Score", "Precision", "Recall"):
+    assert f"{name}: " in printed
+  assert printed.strip().splitlines()[-1].startswith("evaluate: FID")
+  assert settings["preprocessing"] == "tf1" and settings["global_batch"] == SET_SIZE
+  assert settings["samples"]["num_images"] == SET_SIZE
+  assert settings["ref"]["image_shape"] == [32, 32, 3]
+  assert settings["ref"]["statistics"] == "computed" and len(settings["inception_sha256"]) == 64
+  assert metrics["fid"] > 0 and metrics["inception_score"] >= 1.0
+
+
+def test_statistics_files_give_the_same_metrics(tmp_path, weights, first_run):
+  result, _, s_stats, r_stats = first_run
+  out = tmp_path / "r2.json"
+  run("--samples", s_stats, "--ref", r_stats, "--inception", weights, "--out", out, *COMMON)
+  again = json.loads(out.read_text())
+  assert again["metrics"] == result["metrics"]
+  assert again["settings"]["samples"]["statistics"] == "read from file"
+  stats = read_statistics(s_stats)
+  assert stats.pool3.shape == (SET_SIZE, 2048) and stats.meta["preprocessing"] == "tf1"
+
+
+def test_stored_reference_statistics_win_as_in_adm(tmp_path, weights, image_sets, first_run):
+  _, ref = image_sets
+  result, _, s_stats, r_stats = first_run
+  stats = read_statistics(r_stats)
+  adm_ref = tmp_path / "VIRTUAL_ref.npz"  # ADM layout: images plus its own statistics
+  images = np.stack([np.asarray(Image.open(p)) for p in sorted(ref.iterdir())])
+  np.savez(adm_ref, arr_0=images, mu=stats.mu + 1.0, sigma=stats.sigma, mu_s=stats.mu_s,
+           sigma_s=stats.sigma_s)
+  out = tmp_path / "stored.json"
+  run("--samples", s_stats, "--ref", adm_ref, "--inception", weights, "--out", out, *COMMON)
+  a, b = result["metrics"], json.loads(out.read_text())
+  assert b["settings"]["ref"]["statistics"] == "read from file"
+  sam = read_statistics(s_stats)
+  assert b["metrics"]["fid"] == pytest.approx(  # the stored, shifted mu is what was used
+      stand_in_distance(sam.mu, sam.sigma, stats.mu + 1.0, stats.sigma), rel=1e-12)
+  assert b["metrics"]["fid"] != pytest.approx(a["fid"])
+  assert b["metrics"]["sfid"] == pytest.approx(a["sfid"])
+  for k in ("precision", "recall", "inception_score"):  # features still come from the images
+    assert b["metrics"][k] == a[k]
+
+
+def test_statistics_only_run_without_a_reference(tmp_path, weights, image_sets):
+  samples, _ = image_sets
+  stats_path = tmp_path / "samples_stats.npz"
+  run("--samples", samples, "--inception", weights, "--save-samples-stats", stats_path, *COMMON)
+  stats = read_statistics(stats_path)
+  assert stats.mu.shape == (2048,) and stats.sigma_s.shape == (2023, 2023)
+
+
+def _fails(capsys, *argv):
+  assert evaluate.main([str(a) for a in argv]) == 2
+  return capsys.readouterr().err
+
+
+def test_clear_errors_for_bad_inputs(tmp_path, weights, image_sets, capsys):
+  samples, ref = image_sets
+  err = _fails(capsys, "--samples", samples, "--ref", ref, "--inception", tmp_path / "no.pth")
+  assert "no.pth" in err and "pytorch-fid" in err
+
+  empty = tmp_path / "empty.npz"
+  np.savez(empty, arr_0=np.zeros((0, 32, 32, 3), np.uint8))
+  assert "empty" in _fails(capsys, "--samples", empty, "--ref", ref, "--inception", weights)
+  (tmp_path / "no_images").mkdir()
+  assert "empty" in _fails(capsys, "--samples", tmp_path / "no_images", "--ref", ref,
+                           "--inception", weights)
+
+  floats = tmp_path / "floats.npz"
+  np.savez(floats, arr_0=np.zeros((4, 32, 32, 3), np.float32))
+  assert "uint8 [N, H, W, 3]" in _fails(capsys, "--samples", floats, "--ref", ref,
+                                        "--inception", weights)
+  gray = tmp_path / "gray.npz"
+  np.savez(gray, arr_0=np.zeros((4, 32, 32), np.uint8))
+  assert "uint8 [N, H, W, 3]" in _fails(capsys, "--samples", gray, "--ref", ref,
+                                        "--inception", weights)
+
+  mixed = tmp_path / "mixed"
+  mixed.mkdir()
+  Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(mixed / "a.png")
+  Image.fromarray(np.zeros((16, 32, 3), np.uint8)).save(mixed / "b.png")
+  err = _fails(capsys, "--samples", mixed, "--ref", ref, "--inception", weights, "--batch", 8)
+  assert "b.png" in err and "differs" in err
+
+  stats_file = tmp_path / "stats.npz"
+  write_statistics(stats_file, SetStatistics(np.zeros(2048), np.eye(2048),
+                                             meta={"preprocessing": "pytorch_fid"}))
+  err = _fails(capsys, "--samples", samples, "--ref", stats_file, "--inception", weights)
+  assert "stats.npz" in err and "pytorch_fid" in err
+
+  neither = tmp_path / "neither.npz"
+  np.savez(neither, labels=np.zeros(3))
+  assert "neither images" in _fails(capsys, "--samples", neither, "--ref", ref,
+                                    "--inception", weights)
+
+
+def test_usage(capsys):
+  with pytest.raises(SystemExit) as e:
+    evaluate.main(["--help"])
+  assert e.value.code == 0
+  assert "--samples SAMPLES --ref REF --inception WEIGHTS" in capsys.readouterr().out
+  with pytest.raises(SystemExit):
+    evaluate.main(["--samples", "s.npz", "--inception", "w.pth"])
+  assert "--ref is required" in capsys.readouterr().err
+
+
+def test_statistics_files_check_their_shapes(tmp_path):
+  rng = np.random.default_rng(0)
+  stats = SetStatistics(rng.random(2048), np.eye(2048), meta={"note": "x"})
+  path = tmp_path / "s.npz"
+  write_statistics(path, stats)
+  back = read_statistics(path)
+  np.testing.assert_array_equal(back.mu, stats.mu)
+  assert back.mu_s is None and back.pool3 is None and back.meta == {"note": "x"}
+  np.savez(tmp_path / "bad.npz", mu=np.zeros(2047), sigma=np.eye(2047))
+  with pytest.raises(StatsFileError, match=r"bad.npz: mu must be \[2048\]"):
+    read_statistics(tmp_path / "bad.npz")
+  with pytest.raises(StatsFileError, match="end in .npz"):
+    write_statistics(tmp_path / "s.npy", stats)
