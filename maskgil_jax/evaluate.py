@@ -9,8 +9,8 @@ SAMPLES and REF are each an ADM `.npz` batch (`arr_0` uint8 NHWC, e.g. ADM's
 `pt_inception-2015-12-05-6726825d.pth` (or the same keys as `.safetensors` / `.npz`).
 
 As ADM's evaluator: statistics stored in an input `.npz` (`mu`, `sigma`, `mu_s`, `sigma_s`) are
-used as they are; features are computed from the images otherwise, and always where precision and
-recall need them. `--ref` may be left out when only `--save-samples-stats` is wanted. On several
+used as they are (`--recompute-stats` computes them from its images instead); features are
+computed from the images otherwise, and always where precision and recall need them. `--ref` may be left out when only `--save-samples-stats` is wanted. On several
 hosts, run the same command on every host (`--distributed auto` detects the job); process 0
 prints and writes.
 See docs/evaluation.md for the ImageNet 256 protocol.
@@ -61,6 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--distances", choices=DISTANCES, default="adm",
                  help="precision/recall distances: ADM's float16 rounding (default) or float32")
   p.add_argument("--is-splits", type=int, default=10, help="Inception Score splits (default 10)")
+  p.add_argument("--recompute-stats", action="store_true",
+                 help="ignore statistics stored beside images (ADM's mu/sigma) and compute them")
   p.add_argument("--save-samples-stats", help="write the samples' statistics .npz here")
   p.add_argument("--save-ref-stats", help="write the reference's statistics .npz here")
   p.add_argument("--distributed", choices=DISTRIBUTED_MODES, default="auto",
@@ -85,13 +87,14 @@ class Input:
   stats_from_file: bool = False
 
 
-def open_input(path: str, role: str) -> Input:
+def open_input(path: str, role: str, recompute_stats: bool = False) -> Input:
   """Classify SAMPLES / REF without reading images: image set, statistics, or both."""
   item = Input(role, pathlib.Path(path))
   if item.path.is_file() and item.path.suffix == ".npz":
-    if has_statistics(item.path):
+    has_images = IMAGES_KEY in npz_members(item.path)
+    if has_statistics(item.path) and not (recompute_stats and has_images):
       item.stats, item.stats_from_file = read_statistics(item.path), True
-    if IMAGES_KEY in npz_members(item.path):
+    if has_images:
       item.images = open_image_set(item.path)
     elif item.stats is None:
       raise ImageSetError(f"{item.path}: neither images ({IMAGES_KEY}) nor statistics (mu, sigma)")
@@ -116,8 +119,8 @@ def _write_json(path: pathlib.Path, obj) -> None:
 
 def evaluate(args: argparse.Namespace) -> dict:
   """Every metric the inputs allow, the reason for each one left out, and the settings."""
-  samples = open_input(args.samples, "samples")
-  ref = open_input(args.ref, "ref") if args.ref else None
+  samples = open_input(args.samples, "samples", args.recompute_stats)
+  ref = open_input(args.ref, "ref", args.recompute_stats) if args.ref else None
   for item in (samples, ref):
     made_with = item and item.stats and item.stats.meta.get("preprocessing")
     if made_with and made_with != args.preprocessing:

@@ -9,6 +9,10 @@ it, and tests/test_metrics.py checks the distance itself.
 import contextlib
 import io
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -126,6 +130,12 @@ def test_stored_reference_statistics_win_as_in_adm(tmp_path, weights, image_sets
   assert b["metrics"]["sfid"] == pytest.approx(a["sfid"])
   for k in ("precision", "recall", "inception_score"):  # features still come from the images
     assert b["metrics"][k] == a[k]
+  out = tmp_path / "recomputed.json"
+  run("--samples", s_stats, "--ref", adm_ref, "--inception", weights, "--out", out,
+      "--recompute-stats", *COMMON)
+  recomputed = json.loads(out.read_text())
+  assert recomputed["settings"]["ref"]["statistics"] == "computed"
+  assert recomputed["metrics"] == a  # our network's statistics of the same images
 
 
 def test_statistics_only_run_without_a_reference(tmp_path, weights, image_sets):
@@ -204,3 +214,38 @@ def test_statistics_files_check_their_shapes(tmp_path):
     read_statistics(tmp_path / "bad.npz")
   with pytest.raises(StatsFileError, match="end in .npz"):
     write_statistics(tmp_path / "s.npy", stats)
+
+
+SHARDED_SCRIPT = r"""
+import numpy as np, jax, jax.numpy as jnp
+from flax import nnx
+import maskgil_jax
+from maskgil_jax.evaluation.features import compute_features, data_mesh
+from maskgil_jax.models.inception import InceptionOutputs
+
+class PixelStats(nnx.Module):  # stands in for the Inception: per-image features, cheap to compile
+  def __init__(self):
+    self.scale = nnx.Param(jnp.float32(2.0))
+  def __call__(self, images, *, preprocessing):
+    x = images.astype(jnp.float32).reshape(images.shape[0], -1) * self.scale[...]
+    return InceptionOutputs(pool3=x[:, :5], spatial=x.sum(1, keepdims=True), logits=x[:, :1])
+
+images = np.random.default_rng(0).integers(0, 256, (11, 4, 4, 3), dtype=np.uint8)
+mesh = data_mesh()
+assert mesh.devices.size == 4, jax.devices()
+feats = compute_features(PixelStats(), [images[:5], images[5:]], 11, batch_size=6, mesh=mesh)
+flat = images.reshape(11, -1).astype(np.float32) * 2
+np.testing.assert_array_equal(feats.pool3, flat[:, :5])
+np.testing.assert_array_equal(feats.spatial[:, 0], flat.sum(1))
+print("sharded ok", feats.pool3.shape)
+"""
+
+
+def test_features_are_sharded_over_devices_in_input_order():
+  """Four CPU devices, batch 6 rounded up to 8, 11 images: padding trimmed, order kept."""
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             JAX_PLATFORMS="cpu", PYTHONPATH=str(pathlib.Path(evaluate.__file__).parents[1]))
+  proc = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT], env=env, capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "sharded ok (11, 5)" in proc.stdout
