@@ -28,6 +28,13 @@ class RecordingModel:
     return jax.random.normal(jax.random.PRNGKey(0), tokens.shape + (self.vocab,))
 
 
+def run_mar(cfg, data, seed):
+  """(loss, metrics, tokens and labels the model saw, its logits) of one mar_loss call."""
+  model = RecordingModel(Layout.from_config(tiny().model))
+  loss, metrics = objectives.mar_loss(model, data, jax.random.PRNGKey(seed), cfg)
+  return loss, metrics, model.tokens, model.labels, model.mar_logits(model.tokens, model.labels)
+
+
 def batch(b, vocab=16, seed=0):
   codes = jax.random.randint(jax.random.PRNGKey(seed), (b, 4, 4), 0, vocab)
   return {"codes": codes, "label": jnp.arange(b) % 10}
@@ -47,42 +54,31 @@ def test_cross_entropy_matches_the_torch_losses(fixtures_dir):
 def test_mar_loss_masks_with_the_mask_token_and_scores_the_chosen_positions(loss_on):
   cfg = tiny().objective
   cfg.loss_on, cfg.label_drop = loss_on, 0.0
-  model = RecordingModel(Layout.from_config(tiny().model))
   data = batch(64)
-  loss, metrics = objectives.mar_loss(model, data, jax.random.PRNGKey(1), cfg)
-  codes = data["codes"].reshape(64, 16)
-  masked = model.tokens == model.layout.mask_id
-  np.testing.assert_array_equal(jnp.where(masked, codes, model.tokens), codes)
-  np.testing.assert_array_equal(model.labels, data["label"])
-  assert 0 < int(masked.sum()) < masked.size
-  logits = model.mar_logits(model.tokens, model.labels)
-  per_token = objectives.cross_entropy(logits, codes, 0.1)
+  loss, metrics, tokens, labels, logits = run_mar(cfg, data, 1)
+  codes = np.asarray(data["codes"]).reshape(64, 16)
+  masked = np.asarray(tokens) == tiny().model.codebook_size  # the MASK id
+  np.testing.assert_array_equal(np.where(masked, codes, tokens), codes)
+  np.testing.assert_array_equal(labels, data["label"])
+  assert 0 < masked.sum() < masked.size
+  per_token = np.asarray(objectives.cross_entropy(logits, jnp.asarray(codes), 0.1))
   expected = per_token[masked].mean() if loss_on == "masked" else per_token.mean()
   assert float(loss) == pytest.approx(float(expected), rel=1e-5)
-  hits = jnp.argmax(logits, -1) == codes
-  assert float(metrics["accuracy"]) == pytest.approx(float(hits[masked].mean()), rel=1e-5)
-  assert float(metrics["mask_ratio"]) == pytest.approx(float(masked.mean()), rel=1e-6)
+  hits = np.argmax(logits, -1) == codes
+  assert float(metrics["accuracy"]) == pytest.approx(hits[masked].mean(), rel=1e-5)
+  assert float(metrics["mask_ratio"]) == pytest.approx(masked.mean(), rel=1e-6)
 
 
 @pytest.mark.parametrize("schedule, mean", [("arccos", 2 / math.pi), ("linear", 0.5)])
-def test_mask_ratio_follows_the_schedule(schedule, mean):
+def test_mask_ratio_follows_the_schedule_and_labels_drop_to_null(schedule, mean):
   cfg = tiny().objective
-  cfg.mask_schedule = schedule
-  model = RecordingModel(Layout.from_config(tiny().model))
-  _, metrics = objectives.mar_loss(model, batch(4096), jax.random.PRNGKey(2), cfg)
+  cfg.mask_schedule, cfg.label_drop = schedule, 0.5
+  _, metrics, _, labels, _ = run_mar(cfg, batch(4096), 2)
   assert float(metrics["mask_ratio"]) == pytest.approx(mean, abs=0.01)
-
-
-def test_label_drop_uses_the_null_class():
-  cfg = tiny().objective
-  layout = Layout.from_config(tiny().model)
-  model = RecordingModel(layout)
+  null = tiny().model.num_classes
+  assert float(np.mean(np.asarray(labels) == null)) == pytest.approx(0.5, abs=0.03)
   cfg.label_drop = 1.0
-  objectives.mar_loss(model, batch(64), jax.random.PRNGKey(3), cfg)
-  assert (model.labels == layout.null_label).all()
-  cfg.label_drop = 0.5
-  objectives.mar_loss(model, batch(4096), jax.random.PRNGKey(3), cfg)
-  assert float(jnp.mean(model.labels == layout.null_label)) == pytest.approx(0.5, abs=0.03)
+  assert (np.asarray(run_mar(cfg, batch(8), 3)[3]) == null).all()
 
 
 @pytest.mark.parametrize("layout, loss_fn", [("maskgil", objectives.mar_loss),
