@@ -88,7 +88,7 @@ def write_meta(folder: str | os.PathLike, meta: CodesMeta) -> None:
       raise DataError(f"{folder} holds codes made with other settings:\n  there: {existing}\n"
                       f"  now:   {meta}\nuse another --out folder or the same settings")
     return
-  tmp = folder / (META_FILE + ".tmp")
+  tmp = folder / f"{META_FILE}.{os.getpid()}.tmp"  # several processes may write it at once
   tmp.write_text(meta.to_json())
   os.replace(tmp, folder / META_FILE)
 

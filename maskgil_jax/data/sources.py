@@ -13,6 +13,7 @@ import pathlib
 
 import numpy as np
 
+from maskgil_jax.configlib import ConfigError
 from maskgil_jax.data.demo_set import load_demo
 from maskgil_jax.data.preprocess import UnreadableImage, decode_image
 
@@ -20,8 +21,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 BUILTIN_SOURCES = ("demo", "folder", "codes")  # any other data.name is a TFDS dataset
 
 
-class DataError(ValueError):
-  """A data source that cannot be opened: missing folder, unknown dataset, empty split."""
+class DataError(ConfigError):
+  """A data source that cannot be opened: missing folder, unknown dataset, empty split.
+
+  A ConfigError, so every command reports it as a one-line user error naming the field."""
 
 
 class DemoSource:
