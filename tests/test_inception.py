@@ -72,7 +72,7 @@ def test_recipe_reproduces_the_fixture_weights(fid_weights):
 
 
 def test_name_table_covers_the_weight_file(fid_weights):
-  model = nnx.eval_shape(lambda: FIDInceptionV3(rngs=nnx.Rngs(0)))
+  model = nnx.eval_shape(lambda: FIDInceptionV3())
   ours = named_arrays(model)
   assert set(ours) == set(fid_weights)  # same names, no parameter left out
   assert sum(int(np.prod(a.shape)) for a in ours.values()) == 23_850_960 + 34_432
@@ -137,7 +137,7 @@ def test_a_file_of_another_network_is_refused_with_each_problem(tmp_path, fid_we
 
 
 def test_wrong_image_layout_is_refused():
-  model = nnx.eval_shape(lambda: FIDInceptionV3(rngs=nnx.Rngs(0)))
+  model = nnx.eval_shape(lambda: FIDInceptionV3())
   for images in (jnp.zeros((2, 3, 64, 64), jnp.uint8), jnp.zeros((2, 64, 64), jnp.uint8)):
     with pytest.raises(ValueError, match=r"\[N, H, W, 3\]"):
       jax.eval_shape(lambda m, x: m(x), model, images)
@@ -147,7 +147,7 @@ def test_wrong_image_layout_is_refused():
 
 
 def test_full_size_shapes_for_any_input_size():
-  model = nnx.eval_shape(lambda: FIDInceptionV3(rngs=nnx.Rngs(0), dtype=jnp.bfloat16))
+  model = nnx.eval_shape(lambda: FIDInceptionV3(dtype=jnp.bfloat16))
   for size in ((256, 256), (512, 384)):
     out = jax.eval_shape(lambda m, x: m(x), model, jnp.zeros((8, *size, 3), jnp.uint8))
     assert out.pool3.shape == (8, 2048) and out.spatial.shape == (8, 2023)

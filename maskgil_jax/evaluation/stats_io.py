@@ -55,11 +55,10 @@ def _check(name: str, array: np.ndarray, shape: tuple[int, ...]) -> None:
     raise StatsFileError(f"{name} must be {list(shape)}, got {list(array.shape)}")
 
 
-def statistics_from_features(features: Features, meta: dict | None = None,
-                             keep_pool3: bool = True) -> SetStatistics:
+def statistics_from_features(features: Features, meta: dict | None = None) -> SetStatistics:
   mu, sigma = feature_statistics(features.pool3)
   mu_s, sigma_s = feature_statistics(features.spatial)
-  return SetStatistics(mu, sigma, mu_s, sigma_s, features.pool3 if keep_pool3 else None,
+  return SetStatistics(mu, sigma, mu_s, sigma_s, features.pool3,
                        dict(meta or {}, num_images=int(features.pool3.shape[0])))
 
 

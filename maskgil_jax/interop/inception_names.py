@@ -67,8 +67,7 @@ def load_fid_inception(path: str | os.PathLike, *, dtype=jnp.float32,
                        precision: str = "highest") -> FIDInceptionV3:
   """The FID Inception-v3 with the weights of `path`; every key and shape is checked first."""
   state_dict = load_inception_weights(path)
-  abstract = nnx.eval_shape(
-      lambda: FIDInceptionV3(rngs=nnx.Rngs(0), dtype=dtype, precision=precision))
+  abstract = nnx.eval_shape(lambda: FIDInceptionV3(dtype=dtype, precision=precision))
   ignore = [k for k in state_dict if k.endswith("num_batches_tracked")]
   return import_state_dict(abstract, state_dict, inception_rules(abstract), source=str(path),
                            ignore=ignore)

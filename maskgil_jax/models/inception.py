@@ -11,8 +11,8 @@ One call returns the three things the metrics need:
 - `spatial` [N, 2023]: ADM's sFID features, TF tensor `mixed_6/conv:0` = the ReLU output of
   `Mixed_6d.branch1x1` [N, 17, 17, 192], first 7 channels, flattened in (h, w, c) order as ADM
   flattens its NHWC tensor (so ADM's stored `mu_s`/`sigma_s` line up with ours);
-- `logits` [N, 1008]: the classifier head, with or without its bias (ADM's Inception Score
-  uses `pool3 @ W` without the bias).
+- `logits` [N, 1008]: the classifier head (ADM's Inception Score uses `fc(pool3, bias=False)`,
+  i.e. `pool3 @ W` without the bias).
 
 Two input pipelines (images are uint8 or float in [0, 255], NHWC, any size):
 - "tf1": what the TF graph does inside itself (ADM, TTUR, torch-fidelity): TF1 `ResizeBilinear`
@@ -21,8 +21,11 @@ Two input pipelines (images are uint8 or float in [0, 255], NHWC, any size):
   antialias), then 2x - 1.
 Resizing is two small interpolation matrices (static shapes, one matmul per axis).
 
-Running statistics are stored as `nnx.Param` like every other tensor: the network is never
-trained, and one kind of Variable keeps the name table and sharding rules uniform.
+The network is only meaningful with the published weights (`interop.inception_names.
+load_fid_inception` builds it abstractly and fills every tensor from the file), so the
+constructor takes no RNG: convs and the head start at zero, BatchNorm at identity. Running
+statistics are `nnx.Param`s like every other tensor: nothing is ever trained, and one kind of
+Variable keeps the name table and sharding rules uniform.
 """
 from __future__ import annotations
 
@@ -101,18 +104,12 @@ def _pair(v) -> tuple[int, int]:
 
 
 class Conv(nnx.Module):
-  """Bias-free conv with an HWIO `weight`, rectangular kernels and an explicit matmul precision.
+  """Bias-free conv with an HWIO `weight`, rectangular kernels and an explicit matmul precision."""
 
-  Initialised He-normal (fan-in) so an untrained network keeps activations in range for tests;
-  real use loads the pytorch-fid weights.
-  """
-
-  def __init__(self, in_ch: int, out_ch: int, kernel, *, stride=1, padding=0, dtype, precision,
-               rngs: nnx.Rngs):
+  def __init__(self, in_ch: int, out_ch: int, kernel, *, stride=1, padding=0, dtype, precision):
     kh, kw = _pair(kernel)
-    std = np.sqrt(2.0 / (in_ch * kh * kw))
-    w = std * jax.random.normal(rngs.params(), (kh, kw, in_ch, out_ch), jnp.float32)
-    self.weight = nnx.Param(w, out_sharding=(None, None, "conv_in", "conv_out"))
+    self.weight = nnx.Param(jnp.zeros((kh, kw, in_ch, out_ch)),
+                            out_sharding=(None, None, "conv_in", "conv_out"))
     self.stride = _pair(stride)
     ph, pw = _pair(padding)
     self.padding = ((ph, ph), (pw, pw))
@@ -143,10 +140,9 @@ class BatchNorm(nnx.Module):
 class BasicConv2d(nnx.Module):
   """conv (no bias) -> BatchNorm -> ReLU, torchvision's `BasicConv2d`."""
 
-  def __init__(self, in_ch: int, out_ch: int, kernel, *, stride=1, padding=0, dtype, precision,
-               rngs: nnx.Rngs):
+  def __init__(self, in_ch: int, out_ch: int, kernel, *, stride=1, padding=0, dtype, precision):
     self.conv = Conv(in_ch, out_ch, kernel, stride=stride, padding=padding, dtype=dtype,
-                     precision=precision, rngs=rngs)
+                     precision=precision)
     self.bn = BatchNorm(out_ch)
 
   def __call__(self, x):
@@ -156,9 +152,8 @@ class BasicConv2d(nnx.Module):
 class Classifier(nnx.Module):
   """The 2048 -> 1008 head: `weight` stored [in, out], plus `bias`."""
 
-  def __init__(self, d_in: int, d_out: int, *, rngs: nnx.Rngs):
-    w = np.sqrt(1.0 / d_in) * jax.random.normal(rngs.params(), (d_in, d_out), jnp.float32)
-    self.weight = nnx.Param(w, out_sharding=("embed", "vocab"))
+  def __init__(self, d_in: int, d_out: int):
+    self.weight = nnx.Param(jnp.zeros((d_in, d_out)), out_sharding=("embed", "vocab"))
     self.bias = nnx.Param(jnp.zeros((d_out,)), out_sharding=("vocab",))
 
   def __call__(self, x, *, bias: bool = True):
@@ -303,10 +298,10 @@ class FIDInceptionV3(nnx.Module):
   float32 convs exact on TPUs, whose default passes are bfloat16).
   """
 
-  def __init__(self, *, rngs: nnx.Rngs, dtype=jnp.float32, precision: str = "highest"):
+  def __init__(self, *, dtype=jnp.float32, precision: str = "highest"):
     if precision not in PRECISIONS:
       raise ValueError(f"precision {precision!r}: expected one of {sorted(PRECISIONS)}")
-    kw = dict(dtype=jnp.dtype(dtype), precision=precision, rngs=rngs)
+    kw = dict(dtype=jnp.dtype(dtype), precision=precision)
     self.Conv2d_1a_3x3 = BasicConv2d(3, 32, 3, stride=2, **kw)
     self.Conv2d_2a_3x3 = BasicConv2d(32, 32, 3, **kw)
     self.Conv2d_2b_3x3 = BasicConv2d(32, 64, 3, padding=1, **kw)
@@ -323,10 +318,9 @@ class FIDInceptionV3(nnx.Module):
     self.Mixed_7a = InceptionD(768, **kw)
     self.Mixed_7b = InceptionE(1280, "avg", **kw)
     self.Mixed_7c = InceptionE(2048, "max", **kw)
-    self.fc = Classifier(POOL3_DIM, NUM_CLASSES, rngs=rngs)
+    self.fc = Classifier(POOL3_DIM, NUM_CLASSES)
 
-  def __call__(self, images, *, preprocessing: str = "tf1",
-               logits_bias: bool = True) -> InceptionOutputs:
+  def __call__(self, images, *, preprocessing: str = "tf1") -> InceptionOutputs:
     """images: [N, H, W, 3] uint8 or float in [0, 255]."""
     x = preprocess(images, preprocessing)
     x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
@@ -340,5 +334,4 @@ class FIDInceptionV3(nnx.Module):
     x = self.Mixed_6e(jnp.concatenate(branches, axis=-1))  # [N, 17, 17, 768]
     x = self.Mixed_7c(self.Mixed_7b(self.Mixed_7a(x)))  # [N, 8, 8, 2048]
     pool3 = jnp.mean(x, axis=(1, 2))
-    return InceptionOutputs(pool3=pool3, spatial=spatial,
-                            logits=self.fc(pool3, bias=logits_bias))
+    return InceptionOutputs(pool3=pool3, spatial=spatial, logits=self.fc(pool3))
