@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import zipfile
 from collections.abc import Mapping
 
@@ -56,12 +57,17 @@ def load_torch_file(path: str | os.PathLike) -> Mapping:
   try:
     obj = torch.load(path, map_location="cpu", weights_only=True)
   except Exception as e:
-    msg = str(e).splitlines()[0][:300]
-    if "weights_only" in str(e) or "Unsupported global" in str(e):
-      raise CheckpointError(f"{path}: refused, it pickles objects that are not tensors "
-                            f"(only plain weight files are loaded): {msg}") from e
+    text = str(e)
+    if "Weights only load failed" in text or "Unsupported global" in text:
+      found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+      what = f" ({found.group(1)})" if found else ""
+      raise CheckpointError(
+          f"{path}: refused: it pickles objects that are not tensors{what}, and only plain "
+          "weight files are loaded (torch.load weights_only=True). If you trust the file, "
+          "re-save its state dict alone: torch.save({'model': torch.load(FILE, "
+          "weights_only=False)['model']}, 'weights.pt')") from e
     raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint "
-                          f"(truncated or corrupt?): {msg}") from e
+                          f"(truncated or corrupt?): {text.splitlines()[0][:300]}") from e
   return _to_numpy(obj)
 
 

@@ -1,0 +1,174 @@
+"""`python -m maskgil_jax.convert --kind K --src FILE --config CONFIG --out DIR`: PyTorch weights in.
+
+  python -m maskgil_jax.convert --kind llamagen-c2i --src c2i_B_256.pt \
+      --config configs/llamagen_b.py --out ckpt/llamagen_b
+  python -m maskgil_jax.convert --kind vq16 --src vq_ds16_c2i.pt --config configs/vq16.py \
+      --out ckpt/vq16
+  python -m maskgil_jax.convert --kind maskgil-reference --src MaskGIL/ckpt/last.pth \
+      --config configs/tiny.py:maskgil_reference --out ckpt/maskgil_ref
+
+Kinds: `vq16` (LlamaGen's VQModel and relatives, `config.tokenizer`), `llamagen-c2i` (LlamaGen's
+class-conditional GPT, `config.model.layout='llamagen'`), `maskgil-reference` (the public MaskGIL
+GPT, layout 'maskgil_reference') and `native` (a file `maskgil_jax.export --layout native`
+wrote, of any of our models). `--src` is a `.pt`/`.pth` (read with torch.load(weights_only=True):
+nothing but tensors and plain containers is unpickled) or a `.safetensors` file; the state dict
+may be bare (FSDP/DDP prefixes are stripped) or under "model", "model_state_dict" or
+"state_dict"; `--entry ema` picks another entry. Every key and shape is checked against the
+config first, and a checkpoint of another kind is named as such.
+
+The output is an orbax checkpoint in the trainer's layout (`OUT/checkpoints/0/`) with the
+config: `maskgil_jax.train` starts from it (`--config.ckpt.init_from=OUT`), `maskgil_jax.sample`
+and `maskgil_jax.export` restore it, and a tokenizer goes in `config.tokenizer.ckpt`. It is
+written beside `--out` and renamed into place when complete; an existing `--out` is kept unless
+`--overwrite`.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+
+from absl import app, flags
+from flax import nnx
+from ml_collections import config_flags
+
+from maskgil_jax import checkpoints, cli, configlib
+from maskgil_jax.interop import gpt_names, names, torch_io, vq_names
+from maskgil_jax.interop.torch_io import CheckpointError
+from maskgil_jax.models.transformer import Transformer
+from maskgil_jax.models.vq import VQModel
+
+# kind -> the reference layout of config.model it needs (None: a tokenizer, or native)
+KINDS = {"vq16": None, "llamagen-c2i": "llamagen", "maskgil-reference": "maskgil_reference",
+         "native": None}
+# Fields that change what a network computes without changing any key or shape: a native
+# file's embedded config must agree with --config on them.
+_UNSHAPED_FIELDS = {
+    "model": ("layout", "rope", "norm_placement", "norm_eps", "rope_base", "cls_token_num",
+              "grid_size", "n_head"),
+    "tokenizer": ("kind", "l2_norm"),
+}
+
+def key_family(state_dict) -> str | None:
+  """Which kind of model a state dict's keys belong to (None when none is recognised)."""
+  if any(k.startswith(("encoder.", "decoder.")) for k in state_dict):
+    return "vq16"
+  if "tok_emb.weight" in state_dict:
+    return "maskgil-reference"
+  if "tok_embeddings.weight" in state_dict:
+    return "llamagen-c2i"  # our native GPTs share LlamaGen's embedding names
+  return None
+
+
+def _check_family(kind: str, state_dict, source: str) -> None:
+  found = key_family(state_dict)
+  if found != kind:
+    what = f"a {found} checkpoint" if found else "no checkpoint kind this converter knows"
+    raise CheckpointError(f"{source}: holds {what}, not {kind} (first keys: "
+                          f"{', '.join(sorted(state_dict)[:4]) or 'none'})")
+
+
+def _native_target(metadata: dict, config, source: str) -> str:
+  """'transformer' or 'tokenizer' for a native export, after checking its embedded config."""
+  if metadata.get(torch_io.META_LAYOUT) != "native":
+    raise CheckpointError(f"{source}: is not a native export (its metadata has no "
+                          f"{torch_io.META_LAYOUT}=native); pass the reference --kind instead")
+  target = metadata.get(torch_io.META_KIND)
+  section = {"transformer": "model", "tokenizer": "tokenizer"}.get(target)
+  if section is None:
+    raise CheckpointError(f"{source}: unknown {torch_io.META_KIND} {target!r}")
+  embedded = json.loads(metadata[torch_io.META_CONFIG])[section]
+  for field in _UNSHAPED_FIELDS[section]:
+    if field in embedded and embedded[field] != config[section][field]:
+      raise configlib.ConfigError(
+          f"config.{section}.{field}: {config[section][field]!r}, but {source} was exported "
+          f"from a model with {embedded[field]!r}")
+  return target
+
+
+def import_weights(kind: str, state_dict, metadata: dict, config, source: str):
+  """(module, config to save with it) holding the weights of a state dict of `kind`."""
+  if kind not in KINDS:
+    raise app.UsageError(f"--kind {kind!r}; one of {list(KINDS)}")
+  if kind == "native":
+    target = _native_target(metadata, config, source)
+  else:
+    _check_family(kind, state_dict, source)
+    target = "tokenizer" if kind == "vq16" else "transformer"
+  if target == "tokenizer":
+    if kind == "vq16" and config.tokenizer.kind != "vq":
+      raise configlib.ConfigError(f"config.tokenizer.kind: {config.tokenizer.kind!r}, but a "
+                                  "vq16 checkpoint is a codebook VQ ('vq')")
+    abstract = nnx.eval_shape(lambda: VQModel(config.tokenizer, rngs=nnx.Rngs(0)))
+    module = vq_names.import_vq_state_dict(abstract, state_dict, source=source)
+    saved = config.copy_and_resolve_references()
+    saved.task = "tokenizer"  # so `config.tokenizer.ckpt=OUT` restores it as a tokenizer
+    return module, saved
+  if KINDS[kind] is not None:
+    gpt_names.check_reference_architecture(config.model, KINDS[kind])
+  abstract = nnx.eval_shape(lambda: Transformer(config.model, rngs=nnx.Rngs(0)))
+  module = names.import_state_dict(abstract, state_dict, gpt_names.gpt_rules(config.model),
+                                   source=source, ignore=gpt_names.non_parameter_keys(state_dict))
+  return module, config
+
+
+def write_checkpoint(out: pathlib.Path, module, config, overwrite: bool = False) -> None:
+  """`checkpoints.save_params` into a sibling of `out`, renamed to `out` once complete."""
+  tmp = out.with_name(f".{out.name}.converting")
+  old = out.with_name(f".{out.name}.replaced")
+  shutil.rmtree(tmp, ignore_errors=True)
+  try:
+    checkpoints.save_params(tmp, module, config)
+    if out.exists():
+      if not overwrite:
+        raise app.UsageError(f"--out {out} appeared while converting; not replacing it")
+      out.rename(old)
+      tmp.rename(out)
+      shutil.rmtree(old)
+    else:
+      tmp.rename(out)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def convert(kind: str, src, config, out, *, entry: str | None = None,
+            overwrite: bool = False) -> dict:
+  """Convert `src` into an orbax checkpoint at `out`; returns a summary."""
+  out = pathlib.Path(out)
+  if out.exists() and not overwrite:
+    raise app.UsageError(f"--out {out} exists; choose another directory or pass --overwrite")
+  if not out.parent.is_dir():
+    raise app.UsageError(f"--out {out}: no such directory {out.parent}")
+  config = configlib.finalize(config)
+  state_dict, metadata = torch_io.load_weights(src, entry)
+  module, saved_config = import_weights(kind, state_dict, metadata, config, str(src))
+  write_checkpoint(out, module, saved_config, overwrite)
+  return dict(tensors=len(state_dict),
+              parameters=sum(v.size for v in names.named_arrays(module).values()))
+
+
+def define_flags() -> None:
+  """The command's flags (defined only when run as a command: other commands that a process
+  imports define `--config` and `--out` too)."""
+  flags.DEFINE_enum("kind", None, list(KINDS), "what --src holds")
+  flags.DEFINE_string("src", None, ".pt / .pth / .safetensors file to convert")
+  config_flags.DEFINE_config_file("config", None, "experiment config of the model",
+                                  lock_config=False)
+  flags.DEFINE_string("out", None, "directory to write the orbax checkpoint to")
+  flags.DEFINE_string("entry", None, "checkpoint entry holding the weights, e.g. ema (default: "
+                      "the bare dict, model, model_state_dict or state_dict)")
+  flags.DEFINE_bool("overwrite", False, "replace an existing --out directory")
+  flags.mark_flags_as_required(["kind", "src", "config", "out"])
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  info = convert(f.kind, f.src, f.config, f.out, entry=f.entry, overwrite=f.overwrite)
+  print(f"converted {f.kind} {f.src} ({info['tensors']} tensors, {info['parameters']:,} "
+        f"parameters) to {f.out}")
+
+
+if __name__ == "__main__":
+  define_flags()
+  cli.run(main)
