@@ -18,7 +18,9 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from maskgil_jax.models.vq import record_usage
 from maskgil_jax.parallel.rules import constrain
+from maskgil_jax.training import tokenizer_losses as losses
 from maskgil_jax.training.state import TrainState
 
 LossFn = Callable  # (module, batch, key) -> (loss, metrics dict)
@@ -102,3 +104,47 @@ def _with_loss(out):
   """(loss, metrics) with the loss also in the metrics (accumulated and logged with them)."""
   loss, metrics = out
   return loss, {**metrics, "loss": loss}
+
+
+def make_tokenizer_step(tx: optax.GradientTransformation, disc_tx: optax.GradientTransformation,
+                        schedule: optax.Schedule, weights, *, ema_decay: float = 0.0) -> Callable:
+  """The VQ step (LlamaGen `vq_train.py`): update the tokenizer on reconstruction, perceptual,
+  adversarial and codebook losses, then the PatchGAN on the same reconstructions, each with its
+  own optimizer. The frozen LPIPS network (or None) is passed to the step."""
+  def train_step(state: TrainState, batch: dict, key, lpips=None):
+    key = jax.random.fold_in(key, state.step)
+    images = batch["image"]
+    graphdef, params, rest = nnx.split(state.params, nnx.Param, ...)
+    disc = state.disc_params
+
+    def g_loss(p):
+      return losses.generator_loss(nnx.merge(graphdef, p, rest), images, step=state.step,
+                                   discriminator=disc, lpips=lpips, weights=weights, rng=key)
+
+    (loss, out), grads = jax.value_and_grad(g_loss, has_aux=True)(params)
+    params, opt_state, grad_norm, ok = apply_gradients(params, grads, state.opt_state, tx,
+                                                       jnp.isfinite(loss))
+    model = nnx.merge(graphdef, params, rest)
+    model = record_usage(model, jnp.where(ok, out["codebook_used"],
+                                          model.quantize.codebook_used[...]))
+    ema = state.ema_params
+    if ema is not None:
+      ema = ema_update(ema, params, nnx.state(model, nnx.Not(nnx.Param)), graphdef, ema_decay, ok)
+
+    d_graphdef, d_params, d_rest = nnx.split(disc, nnx.Param, ...)
+
+    def d_loss(p):
+      return losses.discriminator_loss(nnx.merge(d_graphdef, p, d_rest), images,
+                                       out["reconstructions"], step=state.step, weights=weights)
+
+    (disc_loss, disc_metrics), d_grads = jax.value_and_grad(d_loss, has_aux=True)(d_params)
+    d_params, d_opt_state, d_grad_norm, d_ok = apply_gradients(
+        d_params, d_grads, state.disc_opt_state, disc_tx, jnp.isfinite(disc_loss))
+    new_state = state.replace(step=state.step + 1, params=model, opt_state=opt_state,
+                              ema_params=ema, disc_params=nnx.merge(d_graphdef, d_params, d_rest),
+                              disc_opt_state=d_opt_state)
+    return new_state, {**out["metrics"], **disc_metrics, "grad_norm": grad_norm,
+                       "disc_grad_norm": d_grad_norm, "lr": schedule(state.step),
+                       "nonfinite": ~(ok & d_ok)}
+
+  return train_step

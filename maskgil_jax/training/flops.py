@@ -1,0 +1,89 @@
+"""FLOPs per train step and per-chip peaks, for TFLOP/s per device and MFU.
+
+The transformer count is analytic (model FLOPs, as in PaLM's MFU): 2 FLOPs per multiply-add of
+every matmul, the forward pass counted once and the backward pass twice (x3 in all), remat
+recomputation and the frozen tokenizer's encoding not counted. Attention scores and the
+weighted sum add 4 * S^2 * (heads * head_dim) per layer and sequence; a bidirectional
+(MAR) sequence attends to all S positions so nothing is halved, a causal (AR) one does half of
+that useful work. The tokenizer task, a conv net, is counted by XLA instead
+(`compiled_flops`).
+"""
+from __future__ import annotations
+
+import jax
+
+from maskgil_jax.configlib.model import ffn_hidden_dim, vocab_rows
+from maskgil_jax.models.layouts import Layout
+
+# Dense bf16 peak TFLOP/s of one JAX device (a TPU v2/v3 device is one core, half a chip).
+# Matched as a substring of `device_kind`, lower-cased, most specific first.
+PEAK_TFLOPS = {
+    "tpu v2": 22.5,
+    "tpu v3": 61.5,
+    "tpu v4 lite": 137.5,
+    "tpu v4": 275.0,
+    "tpu v5 lite": 197.0,
+    "tpu v5e": 197.0,
+    "tpu v5p": 459.0,
+    "tpu v5": 459.0,
+    "tpu v6 lite": 918.0,
+    "tpu v6e": 918.0,
+    "tpu7x": 2307.0,
+    "h100 pcie": 756.0,
+    "h100": 989.0,
+    "h200": 989.0,
+    "gh200": 989.0,
+    "b200": 2250.0,
+    "a100": 312.0,
+    "l4": 121.0,
+}
+
+
+def peak_tflops(device_kind: str, override: float = 0.0) -> float | None:
+  """Per-device peak (`override` when > 0), None for a device not in the table (e.g. CPU)."""
+  if override > 0:
+    return float(override)
+  kind = device_kind.lower()
+  for name in sorted(PEAK_TFLOPS, key=len, reverse=True):
+    if name in kind:
+      return PEAK_TFLOPS[name]
+  return None
+
+
+def sequence_length(m, objective: str) -> int:
+  """Positions the trained forward pass runs over: the full layout sequence for MAR; for AR
+  the prefix plus all image tokens but the last (teacher forcing)."""
+  layout = Layout.from_config(m)
+  return layout.seq_len if objective == "mar" else layout.prefix_len + layout.num_image_tokens - 1
+
+
+def transformer_forward_flops(m, seq_len: int, causal: bool) -> float:
+  """Forward FLOPs of one sequence through the model described by config.model `m`."""
+  head_dim = m.dim // m.n_head
+  q_dim = m.n_head * head_dim
+  qkv_dim = (m.n_head + 2 * m.n_kv_head) * head_dim
+  per_token_layer = m.dim * qkv_dim + q_dim * m.dim + 3 * m.dim * ffn_hidden_dim(m)
+  head = m.dim * vocab_rows(m)[1]
+  matmuls = 2.0 * seq_len * (m.n_layer * per_token_layer + head)
+  attention = 4.0 * seq_len * seq_len * q_dim * m.n_layer * (0.5 if causal else 1.0)
+  return matmuls + attention
+
+
+def generator_step_flops(config) -> float:
+  """Model FLOPs of one optimizer step over the global batch (forward + backward = 3x)."""
+  objective = config.objective.name
+  seq = sequence_length(config.model, objective)
+  return 3.0 * config.batch_size * transformer_forward_flops(config.model, seq, objective == "ar")
+
+
+def compiled_flops(compiled) -> float | None:
+  """FLOPs XLA counts in a compiled program (per device for a partitioned one), if it does."""
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else None
+  flops = (analysis or {}).get("flops")
+  return float(flops) if flops and flops > 0 else None
+
+
+def device_kind() -> str:
+  return jax.devices()[0].device_kind
