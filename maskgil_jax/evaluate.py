@@ -50,21 +50,21 @@ def parse_args(argv=None) -> argparse.Namespace:
             "[--batch N] [--out results.json]",
       description="FID, sFID, Inception Score, precision and recall, as ADM's evaluator defines "
                   "them, computed with the FID Inception-v3 on the local accelerators.")
-  p.add_argument("--samples", required=True, help="ADM .npz batch, image folder or stats .npz")
-  p.add_argument("--ref", help="reference: ADM .npz batch, image folder or stats .npz")
-  p.add_argument("--inception", required=True,
+  p.add_argument("--samples", required=True, metavar="SAMPLES", help="ADM .npz batch, image folder or stats .npz")
+  p.add_argument("--ref", metavar="REF", help="reference: ADM .npz batch, image folder or stats .npz")
+  p.add_argument("--inception", required=True, metavar="WEIGHTS",
                  help="pt_inception-2015-12-05-6726825d.pth, or .safetensors / .npz of it")
-  p.add_argument("--batch", type=int, default=256, help="global images per forward (default 256)")
-  p.add_argument("--out", help="results JSON (metrics and the settings used)")
+  p.add_argument("--batch", type=int, default=256, metavar="N", help="global images per forward (default 256)")
+  p.add_argument("--out", metavar="FILE", help="results JSON (metrics and the settings used)")
   p.add_argument("--preprocessing", choices=PREPROCESSING, default="tf1",
                  help="tf1: as the TF graph ADM uses (default); pytorch_fid: as pytorch-fid")
   p.add_argument("--distances", choices=DISTANCES, default="adm",
                  help="precision/recall distances: ADM's float16 rounding (default) or float32")
-  p.add_argument("--is-splits", type=int, default=10, help="Inception Score splits (default 10)")
+  p.add_argument("--is-splits", type=int, default=10, metavar="N", help="Inception Score splits (default 10)")
   p.add_argument("--recompute-stats", action="store_true",
                  help="ignore statistics stored beside images (ADM's mu/sigma) and compute them")
-  p.add_argument("--save-samples-stats", help="write the samples' statistics .npz here")
-  p.add_argument("--save-ref-stats", help="write the reference's statistics .npz here")
+  p.add_argument("--save-samples-stats", metavar="FILE", help="write the samples' statistics .npz here")
+  p.add_argument("--save-ref-stats", metavar="FILE", help="write the reference's statistics .npz here")
   p.add_argument("--distributed", choices=DISTRIBUTED_MODES, default="auto",
                  help="jax.distributed set-up: auto (when launched on several processes), yes, no")
   args = p.parse_args(argv)
