@@ -36,7 +36,7 @@ from maskgil_jax.models.vq import VQModel
 LAYOUTS = ("llamagen", "maskgil-reference", "native")
 FORMATS = {".pt": "pt", ".pth": "pt", ".safetensors": "safetensors"}
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}
-# where each layout's reference loaders look for the state dict inside a .pt file
+# where each layout's reference GPT loaders look for the state dict inside a .pt file
 _PT_ENTRY = {"llamagen": "model", "maskgil-reference": "model_state_dict", "native": "model"}
 
 def on_host(abstract):
@@ -101,7 +101,8 @@ def export(workdir, layout: str, out, *, fmt: str | None = None, step: int | Non
     state_dict = transformer_state_dict(module, config, layout, DTYPES[dtype])
   metadata = {torch_io.META_KIND: kind, torch_io.META_LAYOUT: layout,
               torch_io.META_CONFIG: config.to_json_best_effort()}
-  torch_io.save_state_dict(state_dict, out, wrap=_PT_ENTRY[layout], metadata=metadata)
+  wrap = "model" if kind == "tokenizer" else _PT_ENTRY[layout]  # MaskGIL loads LlamaGen's VQ
+  torch_io.save_state_dict(state_dict, out, wrap=wrap, metadata=metadata)
   return dict(kind=kind, tensors=len(state_dict),
               parameters=int(sum(v.size for k, v in state_dict.items()
                                  if k != vq_names.BUFFER_KEY)))

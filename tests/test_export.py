@@ -64,6 +64,11 @@ def test_convert_then_export_reproduces_each_fixture_bit_for_bit(fixtures_dir, c
   if suffix == ".pt":  # the entry the reference loaders read
     entry = "model_state_dict" if layout == "maskgil-reference" else "model"
     assert entry in torch.load(out, weights_only=True)
+  if stem == "llamagen_vq_tiny" and suffix == ".pt":  # MaskGIL loads LlamaGen's VQ file as is
+    maskgil_vq = tmp_path / "maskgil_vq.pt"
+    export.export(converted[stem], "maskgil-reference", maskgil_vq)
+    assert "model" in torch.load(maskgil_vq, weights_only=True)
+    assert_same_state_dict(torch_io.load_state_dict(out), torch_io.load_state_dict(maskgil_vq))
 
 
 EXPORT_CASES = {  # name: (config spec, overrides, export layout)

@@ -403,15 +403,16 @@ def greedy_mar(model: Transformer, labels, *, steps: int = 8, schedule: str = "a
   """MaskGIL decoding with argmax picks: start all MASK; each step predicts every position,
   and the `k` masked positions with the highest log-probability of their argmax are committed
   (k from `tokens_per_step`). CFG weight w_t = cfg_scale * t / (steps - 1) ('linear', as the
-  reference) or cfg_scale ('constant'). Returns int64 codes [B, L]."""
+  reference; 0 for a single step) or cfg_scale ('constant'). Returns int64 codes [B, L]."""
   c = model.config
   if c.mask_id is None:
     raise ValueError("MAR decoding needs a MASK token (layout maskgil or maskgil_reference)")
+  if cfg_schedule not in ("linear", "constant"):
+    raise ValueError(f"cfg_schedule {cfg_schedule!r}; one of 'linear', 'constant'")
   b, n = labels.shape[0], c.num_image_tokens
   tokens = torch.full((b, n), c.mask_id, dtype=torch.long, device=labels.device)
   for t, k in enumerate(tokens_per_step(schedule, steps, n)):
-    w = cfg_scale * (t / (steps - 1) if steps > 1 else 1.0) if cfg_schedule == "linear" \
-        else cfg_scale
+    w = cfg_scale * t / max(steps - 1, 1) if cfg_schedule == "linear" else cfg_scale
     logits = _guided(lambda l, r: model.mar_logits(tokens.repeat(r, 1), l), labels, w,
                      c.null_label)
     logp = torch.log_softmax(logits[..., :c.codebook_size], dim=-1)  # never pick MASK
