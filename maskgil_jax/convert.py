@@ -1,4 +1,4 @@
-"""`python -m maskgil_jax.convert --kind K --src FILE --config CONFIG --out DIR`: PyTorch weights in.
+"""`python -m maskgil_jax.convert --kind K --src FILE --config CONFIG --out DIR`: weights in.
 
   python -m maskgil_jax.convert --kind llamagen-c2i --src c2i_B_256.pt \
       --config configs/llamagen_b.py --out ckpt/llamagen_b
@@ -49,6 +49,7 @@ _UNSHAPED_FIELDS = {
     "tokenizer": ("kind", "l2_norm"),
 }
 
+
 def key_family(state_dict) -> str | None:
   """Which kind of model a state dict's keys belong to (None when none is recognised)."""
   if any(k.startswith(("encoder.", "decoder.")) for k in state_dict):
@@ -77,6 +78,9 @@ def _native_target(metadata: dict, config, source: str) -> str:
   section = {"transformer": "model", "tokenizer": "tokenizer"}.get(target)
   if section is None:
     raise CheckpointError(f"{source}: unknown {torch_io.META_KIND} {target!r}")
+  if torch_io.META_CONFIG not in metadata:
+    raise CheckpointError(f"{source}: its metadata lacks the exported config "
+                          f"({torch_io.META_CONFIG})")
   embedded = json.loads(metadata[torch_io.META_CONFIG])[section]
   for field in _UNSHAPED_FIELDS[section]:
     if field in embedded and embedded[field] != config[section][field]:

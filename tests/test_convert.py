@@ -15,11 +15,11 @@ from flax import nnx
 
 from maskgil_jax import checkpoints, convert
 from maskgil_jax.configlib import ConfigError
-from maskgil_jax.interop import torch_io
+from maskgil_jax.interop import gpt_names, names, torch_io
 from maskgil_jax.interop.torch_io import CheckpointError
 from maskgil_jax.models import vq as jax_vq
 from maskgil_jax.models.transformer import Transformer
-from test_export_support import tiny_config, vq_fixture_config
+from test_export_support import random_transformer, tiny_config, vq_fixture_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -140,6 +140,22 @@ def test_refuses_a_checkpoint_of_another_kind(fixtures_dir, tmp_path):
           fixtures_dir / "llamagen_gpt_tiny.pt", tiny_config("tiny:llamagen",
                                                              {"model.qk_norm": True}), out)
   assert not out.exists()
+
+
+def test_native_file_must_match_the_config_beyond_shapes(tmp_path):
+  config = tiny_config("tiny:maskgil")
+  model = random_transformer(config)
+  metadata = {torch_io.META_KIND: "transformer", torch_io.META_LAYOUT: "native",
+              torch_io.META_CONFIG: config.to_json_best_effort()}
+  torch_io.save_state_dict(names.export_state_dict(model, gpt_names.gpt_rules(config.model)),
+                           tmp_path / "native.safetensors", metadata=metadata)
+  same = imported("native", tmp_path / "native.safetensors", config)
+  np.testing.assert_array_equal(same.output.weight[...], model.output.weight[...])
+  # same keys and shapes, another computation: pre-norm instead of the exported post-norm
+  pre_norm = tiny_config("tiny:maskgil", {"model.norm_placement": "pre"})
+  refused(ConfigError, "config.model.norm_placement: 'pre', but .* with 'post'", "native",
+          tmp_path / "native.safetensors", pre_norm, tmp_path / "out")
+  assert not (tmp_path / "out").exists()
 
 
 def test_refuses_truncated_files_and_pickled_objects(fixtures_dir, tmp_path):

@@ -179,5 +179,6 @@ def export_state_dict(module, rules: list[Rule], dtype=np.float32) -> dict[str, 
       out.update((rule.theirs, torch_layout(rule, v)) for rule, v in zip(run, values))
       continue
     for i in range(values[0].shape[0]):
-      out.update((rule.theirs.format(i=i), torch_layout(rule, v[i])) for rule, v in zip(run, values))
+      out.update((rule.theirs.format(i=i), torch_layout(rule, v[i]))
+                 for rule, v in zip(run, values))
   return out
