@@ -39,7 +39,7 @@ def test_sampling_follows_temperature_and_greedy_is_argmax():
   rows = jnp.tile(jnp.log(PROBS), (20000, 1))
   sample = jax.jit(sampling.sample_tokens)  # one program: the settings are traced
   freq = lambda tokens: np.bincount(tokens, minlength=4) / len(tokens)
-  key = jax.random.PRNGKey(0)
+  key = jax.random.split(jax.random.PRNGKey(0), 20000)  # one key per row
   tokens, logp = sample(key, rows, DecodeSettings.create(temperature=0.0))
   assert (tokens == 0).all() and np.allclose(logp, np.log(0.5))
   tokens, _ = sample(key, rows, DecodeSettings.create(temperature=1.0))

@@ -35,7 +35,8 @@ def run_mar(cfg, data, seed):
   return loss, metrics, model.tokens, model.labels, model.mar_logits(model.tokens, model.labels)
 
 
-def batch(b, vocab=16, seed=0):
+def batch(b=4096, vocab=16, seed=0):
+  """Codes for the recording model: one batch size for all its calls, so eager ops compile once."""
   codes = jax.random.randint(jax.random.PRNGKey(seed), (b, 4, 4), 0, vocab)
   return {"codes": codes, "label": jnp.arange(b) % 10}
 
@@ -54,9 +55,9 @@ def test_cross_entropy_matches_the_torch_losses(fixtures_dir):
 def test_mar_loss_masks_with_the_mask_token_and_scores_the_chosen_positions(loss_on):
   cfg = tiny().objective
   cfg.loss_on, cfg.label_drop = loss_on, 0.0
-  data = batch(64)
+  data = batch()
   loss, metrics, tokens, labels, logits = run_mar(cfg, data, 1)
-  codes = np.asarray(data["codes"]).reshape(64, 16)
+  codes = np.asarray(data["codes"]).reshape(-1, 16)
   masked = np.asarray(tokens) == tiny().model.codebook_size  # the MASK id
   np.testing.assert_array_equal(np.where(masked, codes, tokens), codes)
   np.testing.assert_array_equal(labels, data["label"])
@@ -73,12 +74,12 @@ def test_mar_loss_masks_with_the_mask_token_and_scores_the_chosen_positions(loss
 def test_mask_ratio_follows_the_schedule_and_labels_drop_to_null(schedule, mean):
   cfg = tiny().objective
   cfg.mask_schedule, cfg.label_drop = schedule, 0.5
-  _, metrics, _, labels, _ = run_mar(cfg, batch(4096), 2)
+  _, metrics, _, labels, _ = run_mar(cfg, batch(), 2)
   assert float(metrics["mask_ratio"]) == pytest.approx(mean, abs=0.01)
   null = tiny().model.num_classes
   assert float(np.mean(np.asarray(labels) == null)) == pytest.approx(0.5, abs=0.03)
   cfg.label_drop = 1.0
-  assert (np.asarray(run_mar(cfg, batch(8), 3)[3]) == null).all()
+  assert (np.asarray(run_mar(cfg, batch(), 3)[3]) == null).all()
 
 
 @pytest.mark.parametrize("layout, loss_fn", [("maskgil", objectives.mar_loss),
@@ -99,9 +100,9 @@ def test_bad_objective_settings_are_named():
   cfg = tiny().objective
   cfg.loss_on = "unmasked"
   with pytest.raises(ValueError, match="config.objective.loss_on"):
-    objectives.mar_loss(RecordingModel(Layout.from_config(tiny().model)), batch(2), None, cfg)
+    objectives.mar_loss(RecordingModel(Layout.from_config(tiny().model)), batch(), None, cfg)
   with pytest.raises(ValueError, match="needs a MASK token"):
-    objectives.mar_loss(RecordingModel(Layout.from_config(tiny("llamagen").model)), batch(2),
+    objectives.mar_loss(RecordingModel(Layout.from_config(tiny("llamagen").model)), batch(),
                         None, tiny().objective)
   cfg.name = "diffusion"
   with pytest.raises(ValueError, match="config.objective.name"):

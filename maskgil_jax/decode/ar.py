@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from maskgil_jax.decode.sampling import (DecodeSettings, doubled, doubled_labels, guide,
-                                         sample_tokens)
+from maskgil_jax.decode.sampling import (DecodeSettings, doubled, doubled_labels, fold_rows,
+                                         guide, row_keys, sample_tokens)
 from maskgil_jax.models.kv_cache import CACHE_AXES
 from maskgil_jax.parallel.rules import constrain
 
@@ -35,6 +35,8 @@ def generate(model, labels, key, settings: DecodeSettings, num_tokens: int | Non
              return_logits: bool = False) -> ArResult:
   """Decode labels [B] into the first `num_tokens` (default: all) image tokens.
 
+  `key` is one key or one per sample ([B]; see sampling.row_keys).
+
   `num_tokens - 1` cached forward passes follow the prefill (the last token is never fed).
   `return_logits` also returns the logits of every step (to score or to test against the
   teacher-forced forward).
@@ -43,19 +45,20 @@ def generate(model, labels, key, settings: DecodeSettings, num_tokens: int | Non
   n = layout.num_image_tokens if num_tokens is None else num_tokens
   if not 1 <= n <= layout.num_image_tokens:
     raise ValueError(f"AR decoding writes 1..{layout.num_image_tokens} tokens, asked for {n}")
+  keys = row_keys(key, labels.shape[0])
   feed_labels = doubled_labels(labels, layout.null_label) if settings.guided else labels
   cache = model.init_cache(feed_labels.shape[0])
   cache = cache.replace(k=constrain(cache.k, CACHE_AXES), v=constrain(cache.v, CACHE_AXES))
   logits, cache = model.decode(None, feed_labels, cache)
   first_logits = _next_logits(model, logits, settings)
-  first, _ = sample_tokens(jax.random.fold_in(key, 0), first_logits, settings)
+  first, _ = sample_tokens(fold_rows(keys, 0), first_logits, settings)
 
   def step(carry, position):
     token, cache = carry
     fed = doubled(token) if settings.guided else token
     logits, cache = model.decode(fed[:, None], None, cache)
     logits = _next_logits(model, logits, settings)
-    token, _ = sample_tokens(jax.random.fold_in(key, position), logits, settings)
+    token, _ = sample_tokens(fold_rows(keys, position), logits, settings)
     return (token, cache), (token, logits if return_logits else None)
 
   _, (rest, rest_logits) = jax.lax.scan(step, (first, cache), jnp.arange(1, n))

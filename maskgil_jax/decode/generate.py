@@ -20,8 +20,8 @@ METHODS = ("mar", "ar", "hybrid")
 
 @functools.partial(jax.jit, static_argnames=("method",))
 def generate_tokens(model, labels, key, settings: DecodeSettings, method: str, ar_model=None):
-  """int32 tokens [B, L] for labels [B]. `ar_model` is the AR half of a two-model hybrid
-  (default: `model` does both)."""
+  """int32 tokens [B, L] for labels [B] (`key`: one key, or one per sample). `ar_model` is
+  the AR half of a two-model hybrid (default: `model` does both)."""
   if method == "mar":
     return mar.generate(model, labels, key, settings).tokens
   if method == "ar":

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from maskgil_jax.decode import ar, mar
-from maskgil_jax.decode.sampling import DecodeSettings
+from maskgil_jax.decode.sampling import DecodeSettings, row_keys
 
 
 def check_pair(ar_model, mar_model) -> None:
@@ -29,13 +29,15 @@ def check_pair(ar_model, mar_model) -> None:
 
 
 def generate(ar_model, mar_model, labels, key, settings: DecodeSettings) -> mar.MarState:
-  """Tokens [B, L] for labels [B]; commit_step is -1 where AR wrote the token."""
+  """Tokens [B, L] for labels [B]; commit_step is -1 where AR wrote the token. `key` is one
+  key or one per sample."""
   check_pair(ar_model, mar_model)
   layout = mar_model.layout
   n_ar, length = settings.ar_tokens, layout.num_image_tokens
   if n_ar > length:
     raise ValueError(f"config.decode.ar_tokens: {n_ar} is more than the {length} tokens of the grid")
-  k_ar, k_mar = jax.random.split(key)
+  pairs = jax.vmap(jax.random.split)(row_keys(key, labels.shape[0]))
+  k_ar, k_mar = pairs[:, 0], pairs[:, 1]
   grid = jnp.full((labels.shape[0], length), layout.mask_id, jnp.int32)
   if n_ar > 0:
     grid = grid.at[:, :n_ar].set(ar.generate(ar_model, labels, k_ar, settings, n_ar).tokens)

@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from maskgil_jax.decode.sampling import (DecodeSettings, doubled, doubled_labels, guide,
-                                         sample_tokens)
+from maskgil_jax.decode.sampling import (DecodeSettings, doubled, doubled_labels, fold_rows,
+                                         guide, row_keys, sample_tokens)
 from maskgil_jax.decode.schedules import tokens_per_step
 
 
@@ -52,12 +52,13 @@ def _ranks(scores):
   return jnp.argsort(order, axis=-1, stable=True)
 
 
-def _step(model, labels, key, settings: DecodeSettings, counts, step, state: MarState):
+def _step(model, labels, keys, settings: DecodeSettings, counts, step, state: MarState):
   mask_id = model.layout.mask_id
-  k_sample, k_gumbel = jax.random.split(jax.random.fold_in(key, step))
+  pairs = jax.vmap(jax.random.split)(fold_rows(keys, step))
+  k_sample, k_gumbel = pairs[:, 0], pairs[:, 1]
   logits = guided_logits(model, state.tokens, labels, settings, step)
   sampled, logp = sample_tokens(k_sample, logits, settings)
-  noise = jax.random.gumbel(k_gumbel, logp.shape, jnp.float32)
+  noise = jax.vmap(lambda k: jax.random.gumbel(k, logp.shape[1:], jnp.float32))(k_gumbel)
   confidence = logp + settings.choice_temperature * (1.0 - _progress(step, settings.steps)) * noise
   masked = state.tokens == mask_id
   # still-masked positions rank first (finite scores); committed ones last
@@ -70,6 +71,8 @@ def _step(model, labels, key, settings: DecodeSettings, counts, step, state: Mar
 
 def generate(model, labels, key, settings: DecodeSettings, init_tokens=None) -> MarState:
   """Decode labels [B] into a MarState of tokens [B, L] in `settings.steps` forward passes.
+
+  `key` is one key or one per sample ([B]; see sampling.row_keys).
 
   `init_tokens` [B, L] (optional) holds given codes and MASK (`model.layout.mask_id`) where the
   decoder should write; each row's masked count is spread over the steps by the schedule.
@@ -87,7 +90,8 @@ def generate(model, labels, key, settings: DecodeSettings, init_tokens=None) -> 
   counts = tokens_per_step(settings.schedule, settings.steps, jnp.sum(masked, axis=-1))
   state = MarState(tokens=init_tokens.astype(jnp.int32),
                    commit_step=jnp.full((b, n), -1, jnp.int32))
-  body = lambda step, s: _step(model, labels, key, settings, counts, step, s)
+  keys = row_keys(key, b)
+  body = lambda step, s: _step(model, labels, keys, settings, counts, step, s)
   return jax.lax.fori_loop(0, settings.steps, body, state)
 
 

@@ -12,6 +12,10 @@ Conventions (one user-facing set, converted to each reference where they differ)
 
 Numeric settings are traced (changing them does not recompile); the ones that change the
 program's structure (steps, schedules, guided, ar_tokens) are static pytree metadata.
+
+Randomness is per sample: decoders take one key per row (or one key, split into rows), and
+every draw of row b comes from row b's key alone, so a sample does not depend on which batch,
+position or device it was drawn in.
 """
 from __future__ import annotations
 
@@ -95,6 +99,21 @@ def guide(logits, w):
 
 # ---- sampling -------------------------------------------------------------------------------
 
+def row_keys(key, batch: int):
+  """One key per sample: `key` split `batch` ways, or `key` itself if it holds one per row."""
+  typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+  if key.ndim == (0 if typed else 1):
+    return jax.random.split(key, batch)
+  if key.shape[0] != batch:
+    raise ValueError(f"{key.shape[0]} keys for a batch of {batch}")
+  return key
+
+
+def fold_rows(keys, data: int):
+  """Every row's key folded with `data` (a step or position)."""
+  return jax.vmap(lambda k: jax.random.fold_in(k, data))(keys)
+
+
 def filter_logits(logits, top_k, top_p):
   """Logits [..., V] with all but the top-k, then all but the top-p mass, set to -inf.
 
@@ -118,15 +137,16 @@ def filter_logits(logits, top_k, top_p):
   return jax.lax.cond((top_k > 0) | (top_p < 1.0), apply, lambda x: x, logits)
 
 
-def sample_tokens(key, logits, settings: DecodeSettings):
-  """(tokens [...], log-probability of each under the distribution sampled) for logits [..., V].
+def sample_tokens(keys, logits, settings: DecodeSettings):
+  """(tokens [B, ...], log-probability of each under the distribution sampled) for logits
+  [B, ..., V], row b drawn with keys[b].
 
   Temperature divides, top-k/top-p filter, then a categorical draw; temperature 0 takes the
   argmax and scores it under the untempered, filtered distribution.
   """
   t = settings.temperature
   scaled = filter_logits(logits / jnp.where(t > 0, t, 1.0), settings.top_k, settings.top_p)
-  drawn = jax.random.categorical(key, scaled, axis=-1)
+  drawn = jax.vmap(lambda k, x: jax.random.categorical(k, x, axis=-1))(keys, scaled)
   tokens = jnp.where(t > 0, drawn, jnp.argmax(scaled, axis=-1)).astype(jnp.int32)
   logp = jax.nn.log_softmax(scaled, axis=-1)
   return tokens, jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0]
