@@ -101,7 +101,7 @@ def test_processes_read_disjoint_shares_of_the_data(tmp_path):
     assert len(batches) == 3 and all(b["image"].shape[0] == 2 for b in batches)
     seen.append(np.concatenate([ids(b) for b in batches]))
   assert sorted(np.concatenate(seen)) == all_ids()
-  with pytest.raises(ValueError, match="multiple"):
+  with pytest.raises(DataError, match="batch_size: 7 must be a positive multiple"):
     make_pipeline(cfg, batch_size=7, seed=0, process_index=0, process_count=3)
 
 

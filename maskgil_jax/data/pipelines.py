@@ -125,8 +125,8 @@ def make_dataset(data, batch_size: int, seed: int, *, shuffle: bool = True,
     import jax
     process_index, process_count = jax.process_index(), jax.process_count()
   if batch_size <= 0 or batch_size % process_count:
-    raise ValueError(f"batch_size {batch_size} must be a positive multiple of the "
-                     f"{process_count} processes")
+    raise DataError(f"batch_size: {batch_size} must be a positive multiple of the "
+                    f"{process_count} processes")
   per_process = batch_size // process_count
   source, example = open_source(data)
   shuffle_seed, example_seed = pipeline_seeds(seed)
