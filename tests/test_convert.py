@@ -118,7 +118,7 @@ def test_names_every_missing_unexpected_and_misshaped_key(fixtures_dir, tmp_path
   torch.save({"model": sd}, tmp_path / "edited.pt")
   msg = refused(CheckpointError, "3 problems", "llamagen-c2i", tmp_path / "edited.pt", config,
                 tmp_path / "out")
-  assert "missing layers.1.ffn_norm.weight [64] (ours: layers.ffn_norm.weight)" in msg
+  assert "missing layers.1.ffn_norm.weight [64] (ours: layers.ffn_norm.weight [2, 64])" in msg
   assert "unexpected extra.weight [3]" in msg
   assert ("mis-shaped output.weight: file [500, 64], expected [512, 64] for ours output.weight "
           "[64, 512]") in msg

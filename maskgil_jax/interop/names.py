@@ -121,7 +121,9 @@ def import_state_dict(module, state_dict: Mapping[str, np.ndarray], rules: list[
   ignore = set(ignore)
   problems = []
   for key in sorted(set(expected) - set(state_dict)):
-    problems.append(f"missing {key} {list(expected[key][0])} (ours: {expected[key][1].ours})")
+    shape, rule = expected[key]
+    problems.append(f"missing {key} {list(shape)} "
+                    f"(ours: {rule.ours} {list(arrays[rule.ours].shape)})")
   for key in sorted(set(state_dict) - set(expected) - ignore):
     problems.append(f"unexpected {key} {list(np.shape(state_dict[key]))}")
   for key in sorted(set(expected) & set(state_dict)):
