@@ -28,13 +28,16 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import config_flags
 
-from maskgil_jax import checkpoints, cli, configlib, data
+from maskgil_jax import checkpoints, cli, configlib, data, decode
 from maskgil_jax.configlib import ConfigError
 from maskgil_jax.data.sources import DataError
+from maskgil_jax.models import vq
+from maskgil_jax.models.transformer import Transformer
 from maskgil_jax.parallel import mesh as mesh_lib
 from maskgil_jax.parallel import rules as rules_lib
 from maskgil_jax.training import flops as flops_lib
-from maskgil_jax.training import memory, metrics as metrics_lib, optim, state as state_lib, steps
+from maskgil_jax.training import memory, metrics as metrics_lib, objectives, optim
+from maskgil_jax.training import state as state_lib, steps, tokenizer_losses
 
 
 class TrainingError(RuntimeError):
@@ -91,8 +94,6 @@ def image_batch(config) -> dict:
 
 def generator_task(config, tokenizer) -> Task:
   """MAR / AR on codes, or on images encoded by the frozen tokenizer inside the step."""
-  from maskgil_jax.models.transformer import Transformer
-  from maskgil_jax.training import objectives
   tx = optim.make_optimizer(config.optim, config.total_steps)
   objective = {"mar": objectives.mar_loss, "ar": objectives.ar_loss}[config.objective.name]
   step = steps.make_generator_step(
@@ -118,10 +119,8 @@ def generator_task(config, tokenizer) -> Task:
 
 def tokenizer_task(config) -> Task:
   """VQ + PatchGAN with two optimizers; LPIPS (if weights are given) is the frozen network."""
-  from maskgil_jax.models.vq import VQModel
-  from maskgil_jax.training import tokenizer_losses
   tx = optim.make_optimizer(config.optim, config.total_steps)
-  disc_tx = optim.make_optimizer(config.optim, config.total_steps)
+  disc_tx = tx  # LlamaGen gives the discriminator the same Adam recipe, with its own state
   loss = config.tokenizer.loss
   step = steps.make_tokenizer_step(
       tx, disc_tx, optim.learning_rate(config.optim, config.total_steps),
@@ -129,20 +128,36 @@ def tokenizer_task(config) -> Task:
   down = 2 ** (len(config.tokenizer.ch_mult) - 1)
   return Task(
       init=lambda: state_lib.init_train_state(
-          VQModel(config.tokenizer, rngs=nnx.Rngs(config.seed)), tx,
+          vq.VQModel(config.tokenizer, rngs=nnx.Rngs(config.seed)), tx,
           ema=config.optim.ema_decay > 0, disc_tx=disc_tx,
           disc=tokenizer_losses.build_discriminator(loss, nnx.Rngs(config.seed + 1))),
       step=step, batch=image_batch(config), frozen=tokenizer_losses.build_lpips(loss),
       flops_per_step=None, tokens_per_example=(config.data.image_size // down) ** 2)
 
 
+def check_batch(local: dict, expected: dict) -> None:
+  """TrainingError unless this process's batch has the entries and shapes the step expects."""
+  n = jax.process_count()
+  for name, (shape, _) in expected.items():
+    want = (shape[0] // n,) + tuple(shape[1:])
+    if name not in local:
+      raise TrainingError(f"the data pipeline gives entries {sorted(local)} but the train step "
+                          f"needs {name!r}: is config.data.name right?")
+    if tuple(np.shape(local[name])) != want:
+      raise TrainingError(f"batch entry {name!r} has shape {list(np.shape(local[name]))}, "
+                          f"expected {list(want)} (batch_size / processes, and the sizes in "
+                          f"config.data / config.model)")
+
+
 def load_frozen_tokenizer(config, abstract_only: bool):
-  """The generator's frozen tokenizer (for images and sample grids), None without a ckpt."""
-  if config.task != "generator" or not config.tokenizer.ckpt:
+  """The generator's frozen tokenizer (encodes images in the step, decodes sample grids):
+  loaded from `tokenizer.ckpt`, or only its shapes for the memory report (no file needed)."""
+  if config.task != "generator":
     return None
-  from maskgil_jax.models import vq
   if abstract_only:
     return nnx.eval_shape(lambda: vq.VQModel(config.tokenizer, rngs=nnx.Rngs(0)))
+  if not config.tokenizer.ckpt:
+    return None
   return vq.load_tokenizer(config.tokenizer.ckpt, config.tokenizer)
 
 
@@ -220,8 +235,12 @@ def train(config, workdir, *, memory_report: bool = False) -> dict:
       print(memory.format_memory(summary, flops_lib.device_kind(), mesh.size))
       return {"memory": summary}
     frozen = jax.device_put(task.frozen, frozen_shardings) if task.frozen is not None else None
-    if tokenizer is not None:
-      tokenizer = jax.device_put(tokenizer, rules_lib.param_shardings(tokenizer, mesh, rules))
+    if config.log.sample_every_steps and tokenizer is None and config.task == "generator":
+      logging.warning("log.sample_every_steps is set but there is no tokenizer.ckpt to turn "
+                      "sampled codes into images: no sample grids")
+    if tokenizer is not None:  # one copy on the devices when the step reads it too
+      tokenizer = frozen if task.frozen is tokenizer else jax.device_put(
+          tokenizer, rules_lib.param_shardings(tokenizer, mesh, rules))
 
     # 5. data: this process's share of each global batch, a checkpointable iterator
     data_iter = data.make_pipeline(config.data, batch_size=config.batch_size, seed=config.seed)
@@ -254,6 +273,8 @@ def train(config, workdir, *, memory_report: bool = False) -> dict:
     try:
       for step in range(start + 1, config.total_steps + 1):
         local = next(data_iter)
+        if step == start + 1:
+          check_batch(local, task.batch)
         batch = mesh_lib.global_batch({k: local[k] for k in task.batch}, mesh)
         state, step_metrics = train_step(state, batch, key, frozen)
         if previous is not None and bool(previous[1]["nonfinite"]):
@@ -270,7 +291,7 @@ def train(config, workdir, *, memory_report: bool = False) -> dict:
             logger.scalars(step, {**metrics_lib.train_scalars(last), **throughput.measure(step)})
         if (config.log.sample_every_steps and tokenizer is not None and config.task == "generator"
             and step % config.log.sample_every_steps == 0):
-          _write_samples(config, state, tokenizer, step, workdir, logger)
+          _write_samples(config, state, tokenizer, step, workdir, logger, replicated)
         preempted = preemption.reached(manager, step)
         checkpoints.save(manager, step, state, config, data_iter, force=preempted)
         if preempted:
@@ -308,11 +329,11 @@ def _xla_flops(compiled, num_devices: int) -> float | None:
   return per_device * num_devices if per_device else None
 
 
-def _write_samples(config, state, tokenizer, step: int, workdir: epath.Path, logger) -> None:
+def _write_samples(config, state, tokenizer, step: int, workdir: epath.Path, logger,
+                   replicated: NamedSharding) -> None:
   """A grid from the generation decoders (EMA weights if kept) as PNG and in TensorBoard."""
-  from maskgil_jax import decode
   model = state.ema_params if state.ema_params is not None else state.params
-  labels = jnp.asarray(sample_labels(config))
+  labels = jax.device_put(sample_labels(config), replicated)
   images = np.asarray(jax.device_get(decode.sample_grid(
       model, tokenizer, labels, jax.random.key(config.seed + 1), config)))
   if jax.process_index() == 0:
