@@ -1,4 +1,9 @@
-"""Tokenizer presets: LlamaGen VQ-16 and the codebook-study variants."""
+"""Tokenizer presets: LlamaGen VQ-16, the codebook-study variants and the LFQ tokenizer.
+
+The `tokenizer` section describes the network (read by `maskgil_jax.models.vq.VQModel`) and,
+under `tokenizer.loss`, the training objective (read by `maskgil_jax.training.tokenizer_losses`;
+defaults are LlamaGen's `vq_train.py`, MASKGIL_FACTS.md section 5).
+"""
 from __future__ import annotations
 
 import ml_collections
@@ -10,7 +15,33 @@ TOKENIZER_PRESETS = {
     # tiny model for tests: 32px -> 16x16 (one downsampling), 64 x 4 codebook.
     "tiny": dict(kind="vq", ch=64, ch_mult=(1, 2), z_channels=64, codebook_size=64,
                  codebook_dim=4),
+    # codebook study: the VQ-16 network with 1,024 / 8,192 / 262,144 codes of dimension 8.
+    "vq16_c1024": dict(kind="vq", codebook_size=1024),
+    "vq16_c8192": dict(kind="vq", codebook_size=8192),
+    "vq16_c262144": dict(kind="vq", codebook_size=262144),
+    # lookup-free (Open-MAGVIT2 style): 18 binary latents = 2^18 codes, entropy loss 0.1.
+    "lfq18": dict(kind="lfq", codebook_size=2 ** 18, codebook_dim=18, l2_norm=False,
+                  entropy_loss=0.1),
+    # tiny lookup-free model for tests: 6 bits = 64 codes.
+    "tiny_lfq": dict(kind="lfq", ch=64, ch_mult=(1, 2), z_channels=64, codebook_size=64,
+                     codebook_dim=6, l2_norm=False, entropy_loss=0.1),
 }
+
+
+def tokenizer_loss_config() -> ml_collections.ConfigDict:
+  """Weights of the tokenizer objective (LlamaGen defaults)."""
+  l = ml_collections.ConfigDict()
+  l.reconstruction = "l2"  # 'l2' or 'l1'
+  l.reconstruction_weight = 1.0
+  l.perceptual_weight = 1.0  # LPIPS; skipped with a warning when lpips_weights is empty
+  l.lpips_weights = ""  # comma-separated .pt/.safetensors files holding VGG16 + LPIPS heads
+  l.codebook_weight = 1.0  # multiplies the quantizer's vq_loss
+  l.disc_weight = 0.5
+  l.disc_start = 20000  # generator and discriminator adversarial terms are 0 before this step
+  l.disc_adaptive_weight = False  # scale the generator term by |grad nll| / |grad gan|
+  l.disc_channels = 64
+  l.disc_layers = 3
+  return l
 
 
 def tokenizer_config(name: str = "vq16") -> ml_collections.ConfigDict:
@@ -29,8 +60,15 @@ def tokenizer_config(name: str = "vq16") -> ml_collections.ConfigDict:
   t.codebook_dim = 8
   t.l2_norm = True
   t.commit_beta = 0.25
-  t.entropy_loss = 0.0
-  t.search_chunk = 4096  # codebook rows per nearest-neighbour chunk
+  t.entropy_loss = 0.0  # weight of (sample entropy - codebook entropy)
+  t.entropy_temperature = 0.01
+  t.entropy_sample_weight = 1.0
+  t.entropy_batch_weight = 1.0
+  t.search_chunk = 4096  # codebook rows per nearest-neighbour / entropy chunk
+  t.dtype = "float32"  # compute dtype of the convolutions; quantisation is always float32
+  t.param_dtype = "float32"
+  t.remat = False  # recompute each res/attn block in the backward pass (saves activations)
   t.ckpt = ""  # weights to load: a LlamaGen .pt / .safetensors or one of our checkpoints
+  t.loss = tokenizer_loss_config()
   t.update(TOKENIZER_PRESETS[name])
   return t

@@ -1,0 +1,159 @@
+"""Convolutional building blocks shared by the tokenizer, the discriminator and LPIPS.
+
+Everything is NHWC. Parameters are named like the PyTorch layers they mirror (`weight`, `bias`)
+so the name tables can pair paths one to one; conv kernels are stored HWIO and converted with
+the 'conv' transform of `interop.names`. Parameters live in `param_dtype`; each layer computes
+in the dtype it is given (`dtype`), and normalisation statistics and attention softmax are
+always taken in float32 so bfloat16 compute stays stable.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def swish(x):
+  """x * sigmoid(x), the tokenizer's only non-linearity."""
+  return x * jax.nn.sigmoid(x)
+
+
+def torch_default_init(key, shape, fan_in: int, dtype):
+  """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default for conv weights and biases."""
+  bound = 1.0 / math.sqrt(fan_in)
+  return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+class Conv2d(nnx.Module):
+  """A 2-D convolution with HWIO `weight` and optional `bias`.
+
+  `padding` is an int (symmetric, like torch) or explicit ((top, bottom), (left, right)).
+  `init_std` > 0 draws weights from N(0, init_std) (the discriminator's recipe); otherwise the
+  PyTorch default uniform init is used.
+  """
+
+  def __init__(self, in_ch: int, out_ch: int, kernel: int, *, rngs: nnx.Rngs, stride: int = 1,
+               padding=0, bias: bool = True, init_std: float = 0.0,
+               dtype=jnp.float32, param_dtype=jnp.float32):
+    self.stride = stride
+    self.padding = ((padding, padding), (padding, padding)) if isinstance(padding, int) else (
+        tuple(tuple(p) for p in padding))
+    self.dtype = dtype
+    fan_in = in_ch * kernel * kernel
+    shape = (kernel, kernel, in_ch, out_ch)
+    if init_std > 0:
+      w = init_std * jax.random.normal(rngs.params(), shape, param_dtype)
+    else:
+      w = torch_default_init(rngs.params(), shape, fan_in, param_dtype)
+    self.weight = nnx.Param(w, out_sharding=(None, None, "conv_in", "conv_out"))
+    if bias:
+      b = (jnp.zeros((out_ch,), param_dtype) if init_std > 0
+           else torch_default_init(rngs.params(), (out_ch,), fan_in, param_dtype))
+      self.bias = nnx.Param(b, out_sharding=("conv_out",))
+    else:
+      self.bias = None
+
+  def __call__(self, x, weight=None):
+    """`weight` replaces the stored kernel (used to differentiate with respect to it alone)."""
+    w = (self.weight[...] if weight is None else weight).astype(self.dtype)
+    y = jax.lax.conv_general_dilated(
+        x.astype(self.dtype), w, window_strides=(self.stride, self.stride), padding=self.padding,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    if self.bias is not None:
+      y = y + self.bias[...].astype(self.dtype)
+    return y
+
+
+class GroupNorm(nnx.Module):
+  """torch.nn.GroupNorm over NHWC: statistics in float32, biased variance."""
+
+  def __init__(self, channels: int, *, groups: int = 32, eps: float = 1e-6,
+               param_dtype=jnp.float32):
+    if channels % groups:
+      raise ValueError(f"GroupNorm: {channels} channels are not divisible by {groups} groups")
+    self.groups = groups
+    self.eps = eps
+    self.weight = nnx.Param(jnp.ones((channels,), param_dtype), out_sharding=("norm",))
+    self.bias = nnx.Param(jnp.zeros((channels,), param_dtype), out_sharding=("norm",))
+
+  def __call__(self, x):
+    b, h, w, c = x.shape
+    xg = x.astype(jnp.float32).reshape(b, h, w, self.groups, c // self.groups)
+    mean = xg.mean(axis=(1, 2, 4), keepdims=True)
+    var = jnp.square(xg - mean).mean(axis=(1, 2, 4), keepdims=True)
+    y = ((xg - mean) * jax.lax.rsqrt(var + self.eps)).reshape(b, h, w, c)
+    y = y * self.weight[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
+    return y.astype(x.dtype)
+
+
+class ResnetBlock(nnx.Module):
+  """norm1 -> swish -> conv1 -> norm2 -> swish -> dropout -> conv2, plus a 1x1 shortcut when the
+  channel count changes (`nin_shortcut`, as in LlamaGen/taming)."""
+
+  def __init__(self, in_ch: int, out_ch: int, *, rngs: nnx.Rngs, dropout: float = 0.0,
+               dtype=jnp.float32, param_dtype=jnp.float32):
+    kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+    self.dropout = dropout
+    self.norm1 = GroupNorm(in_ch, param_dtype=param_dtype)
+    self.conv1 = Conv2d(in_ch, out_ch, 3, padding=1, **kw)
+    self.norm2 = GroupNorm(out_ch, param_dtype=param_dtype)
+    self.conv2 = Conv2d(out_ch, out_ch, 3, padding=1, **kw)
+    self.nin_shortcut = Conv2d(in_ch, out_ch, 1, **kw) if in_ch != out_ch else None
+
+  def __call__(self, x, rng=None):
+    h = self.conv1(swish(self.norm1(x)))
+    h = swish(self.norm2(h))
+    if self.dropout > 0 and rng is not None:
+      keep = jax.random.bernoulli(rng, 1.0 - self.dropout, h.shape)
+      h = jnp.where(keep, h / (1.0 - self.dropout), 0).astype(h.dtype)
+    h = self.conv2(h)
+    if self.nin_shortcut is not None:
+      x = self.nin_shortcut(x)
+    return x.astype(h.dtype) + h
+
+
+class AttnBlock(nnx.Module):
+  """Single-head self-attention over all positions, with 1x1-conv q, k, v and proj_out."""
+
+  def __init__(self, channels: int, *, rngs: nnx.Rngs, dtype=jnp.float32,
+               param_dtype=jnp.float32):
+    kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+    self.norm = GroupNorm(channels, param_dtype=param_dtype)
+    self.q = Conv2d(channels, channels, 1, **kw)
+    self.k = Conv2d(channels, channels, 1, **kw)
+    self.v = Conv2d(channels, channels, 1, **kw)
+    self.proj_out = Conv2d(channels, channels, 1, **kw)
+
+  def __call__(self, x):
+    b, h, w, c = x.shape
+    hn = self.norm(x)
+    q, k, v = (t(hn).reshape(b, h * w, 1, c) for t in (self.q, self.k, self.v))
+    out = jax.nn.dot_product_attention(q, k, v)  # scale 1/sqrt(c), softmax in float32
+    return x.astype(out.dtype) + self.proj_out(out.reshape(b, h, w, c))
+
+
+class Downsample(nnx.Module):
+  """Pad right and bottom by one, then a 3x3 stride-2 conv (halves H and W)."""
+
+  def __init__(self, channels: int, *, rngs: nnx.Rngs, dtype=jnp.float32,
+               param_dtype=jnp.float32):
+    self.conv = Conv2d(channels, channels, 3, stride=2, padding=((0, 1), (0, 1)), rngs=rngs,
+                       dtype=dtype, param_dtype=param_dtype)
+
+  def __call__(self, x):
+    return self.conv(x)
+
+
+class Upsample(nnx.Module):
+  """Nearest-neighbour x2, then a 3x3 conv."""
+
+  def __init__(self, channels: int, *, rngs: nnx.Rngs, dtype=jnp.float32,
+               param_dtype=jnp.float32):
+    self.conv = Conv2d(channels, channels, 3, padding=1, rngs=rngs, dtype=dtype,
+                       param_dtype=param_dtype)
+
+  def __call__(self, x):
+    x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+    return self.conv(x)

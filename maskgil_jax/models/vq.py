@@ -1,0 +1,339 @@
+"""LlamaGen's VQ tokenizer (VQ-16 and relatives) in Flax NNX, channel-last.
+
+Images are NHWC floats in [-1, 1]; codes are int32 [B, h, w] in (h, w) raster order with
+h = H / 2 ** (len(ch_mult) - 1). Attribute paths are LlamaGen's state-dict keys
+(`encoder.conv_blocks.0.res.1.conv1.weight`, `quantize.embedding.weight`, ...), so
+`interop.vq_names` pairs them one to one.
+
+Use:
+  model = VQModel(config.tokenizer, rngs=nnx.Rngs(0))     # or load_tokenizer(path, config)
+  codes = encode(model, images); images = decode(model, codes)   # jitted, batched
+  recon, aux = model(images)                              # training: losses and statistics
+"""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from maskgil_jax.configlib import ConfigError
+from maskgil_jax.models.layers_conv import (AttnBlock, Conv2d, Downsample, GroupNorm,
+                                            ResnetBlock, Upsample, swish)
+from maskgil_jax.models.quantizers import LookupFreeQuantizer, VectorQuantizer
+
+KINDS = ("vq", "lfq")
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerSpec:
+  """The tokenizer fields the network needs, checked; hashable so it can sit on the module."""
+  kind: str
+  ch: int
+  ch_mult: tuple[int, ...]
+  enc_res_blocks: int
+  dec_res_blocks: int
+  z_channels: int
+  codebook_size: int
+  codebook_dim: int
+  l2_norm: bool
+  commit_beta: float
+  entropy_loss: float
+  entropy_temperature: float
+  entropy_sample_weight: float
+  entropy_batch_weight: float
+  search_chunk: int
+  dropout: float
+  dtype: str
+  param_dtype: str
+  remat: bool
+
+  @classmethod
+  def from_config(cls, t) -> "TokenizerSpec":
+    if isinstance(t, cls):
+      return t
+    values = {}
+    for f in dataclasses.fields(cls):
+      if f.name not in t:
+        raise ConfigError(f"config.tokenizer.{f.name}: missing")
+      v = t[f.name]
+      values[f.name] = tuple(v) if f.name == "ch_mult" else v
+    spec = cls(**values)
+    spec.check()
+    return spec
+
+  def check(self) -> None:
+    def need(ok, field, msg):
+      if not ok:
+        raise ConfigError(f"config.tokenizer.{field}: {msg}")
+    need(self.kind in KINDS, "kind", f"{self.kind!r}; one of {KINDS}")
+    for f in ("ch", "enc_res_blocks", "dec_res_blocks", "z_channels", "codebook_size",
+              "codebook_dim", "search_chunk"):
+      v = getattr(self, f)
+      need(isinstance(v, int) and v > 0, f, f"must be a positive int, got {v!r}")
+    need(len(self.ch_mult) > 0 and all(isinstance(m, int) and m > 0 for m in self.ch_mult),
+         "ch_mult", f"must be positive ints, got {self.ch_mult!r}")
+    for m in (1,) + self.ch_mult:
+      need(self.ch * m % 32 == 0, "ch", f"channels {self.ch * m} (ch x ch_mult) must be "
+           "divisible by the 32 GroupNorm groups")
+    need(self.z_channels % 32 == 0, "z_channels", f"{self.z_channels} must be divisible by 32")
+    need(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
+    need(self.dtype in _DTYPES, "dtype", f"{self.dtype!r}; one of {sorted(_DTYPES)}")
+    need(self.param_dtype in _DTYPES, "param_dtype", f"{self.param_dtype!r}; one of {sorted(_DTYPES)}")
+    need(self.entropy_temperature > 0, "entropy_temperature", "must be positive")
+    if self.kind == "lfq":
+      need(2 ** self.codebook_dim == self.codebook_size, "codebook_dim",
+           f"LFQ needs codebook_size == 2 ** codebook_dim, got {self.codebook_size} and "
+           f"{self.codebook_dim}")
+      need(not self.l2_norm, "l2_norm", "LFQ quantises signs; set l2_norm=False")
+
+  @property
+  def downsample_factor(self) -> int:
+    return 2 ** (len(self.ch_mult) - 1)
+
+
+def _run(block, h, remat: bool, *args):
+  """`block(h, *args)`, recomputed in the backward pass when `remat` (saves activations)."""
+  if remat:
+    return jax.checkpoint(lambda b, x, *a: b(x, *a))(block, h, *args)
+  return block(h, *args)
+
+
+def _block_rng(rng, i: int):
+  return None if rng is None else jax.random.fold_in(rng, i)
+
+
+class ConvBlock(nnx.Module):
+  """One resolution level: res blocks (`res`), attention after each when at the lowest
+  resolution (`attn`), then `downsample` (encoder) or `upsample` (decoder) unless last."""
+
+  def __init__(self, in_ch: int, out_ch: int, n_res: int, *, attention: bool, resample,
+               rngs: nnx.Rngs, dropout: float, dtype, param_dtype):
+    kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+    res, attn = [], []
+    for _ in range(n_res):
+      res.append(ResnetBlock(in_ch, out_ch, dropout=dropout, **kw))
+      in_ch = out_ch
+      if attention:
+        attn.append(AttnBlock(out_ch, **kw))
+    self.res = nnx.List(res)
+    self.attn = nnx.List(attn)
+    self.resample = resample
+    if resample == "down":
+      self.downsample = Downsample(out_ch, **kw)
+    elif resample == "up":
+      self.upsample = Upsample(out_ch, **kw)
+
+  def __call__(self, h, rng=None, remat: bool = False):
+    for i, block in enumerate(self.res):
+      h = _run(block, h, remat, _block_rng(rng, i))
+      if len(self.attn):
+        h = _run(self.attn[i], h, remat)
+    if self.resample == "down":
+      h = self.downsample(h)
+    elif self.resample == "up":
+      h = self.upsample(h)
+    return h
+
+
+def _mid(channels: int, kw: dict, dropout: float) -> nnx.List:
+  """Res block, attention, res block at the lowest resolution (`mid.0`, `mid.1`, `mid.2`)."""
+  return nnx.List([ResnetBlock(channels, channels, dropout=dropout, **kw),
+                   AttnBlock(channels, **kw),
+                   ResnetBlock(channels, channels, dropout=dropout, **kw)])
+
+
+def _run_mid(mid, h, rng, remat: bool):
+  h = _run(mid[0], h, remat, _block_rng(rng, 0))
+  h = _run(mid[1], h, remat)
+  return _run(mid[2], h, remat, _block_rng(rng, 1))
+
+
+class Encoder(nnx.Module):
+  def __init__(self, s: TokenizerSpec, *, rngs: nnx.Rngs):
+    kw = dict(rngs=rngs, dtype=_DTYPES[s.dtype], param_dtype=_DTYPES[s.param_dtype])
+    self.remat = s.remat
+    self.conv_in = Conv2d(3, s.ch, 3, padding=1, **kw)
+    blocks, block_in = [], s.ch
+    last = len(s.ch_mult) - 1
+    for level, mult in enumerate(s.ch_mult):
+      blocks.append(ConvBlock(block_in, s.ch * mult, s.enc_res_blocks, attention=level == last,
+                              resample=None if level == last else "down",
+                              dropout=s.dropout, **kw))
+      block_in = s.ch * mult
+    self.conv_blocks = nnx.List(blocks)
+    self.mid = _mid(block_in, kw, s.dropout)
+    self.norm_out = GroupNorm(block_in, param_dtype=kw["param_dtype"])
+    self.conv_out = Conv2d(block_in, s.z_channels, 3, padding=1, **kw)
+
+  def __call__(self, x, rng=None):
+    h = self.conv_in(x)
+    for i, block in enumerate(self.conv_blocks):
+      h = block(h, _block_rng(rng, i), self.remat)
+    h = _run_mid(self.mid, h, _block_rng(rng, len(self.conv_blocks)), self.remat)
+    return self.conv_out(swish(self.norm_out(h)))
+
+
+class Decoder(nnx.Module):
+  def __init__(self, s: TokenizerSpec, *, rngs: nnx.Rngs):
+    kw = dict(rngs=rngs, dtype=_DTYPES[s.dtype], param_dtype=_DTYPES[s.param_dtype])
+    self.remat = s.remat
+    block_in = s.ch * s.ch_mult[-1]
+    self.conv_in = Conv2d(s.z_channels, block_in, 3, padding=1, **kw)
+    self.mid = _mid(block_in, kw, s.dropout)
+    blocks = []
+    n = len(s.ch_mult)
+    for k, level in enumerate(reversed(range(n))):  # lowest resolution first
+      out = s.ch * s.ch_mult[level]
+      blocks.append(ConvBlock(block_in, out, s.dec_res_blocks, attention=k == 0,
+                              resample="up" if k != n - 1 else None, dropout=s.dropout, **kw))
+      block_in = out
+    self.conv_blocks = nnx.List(blocks)
+    self.norm_out = GroupNorm(block_in, param_dtype=kw["param_dtype"])
+    self.conv_out = Conv2d(block_in, 3, 3, padding=1, **kw)
+
+  def features(self, z, rng=None):
+    """Everything before `conv_out` (the adaptive GAN weight differentiates conv_out alone)."""
+    h = self.conv_in(z)
+    h = _run_mid(self.mid, h, _block_rng(rng, len(self.conv_blocks)), self.remat)
+    for i, block in enumerate(self.conv_blocks):
+      h = block(h, _block_rng(rng, i), self.remat)
+    return swish(self.norm_out(h))
+
+  def __call__(self, z, rng=None):
+    return self.conv_out(self.features(z, rng))
+
+
+class VQModel(nnx.Module):
+  """Encoder -> quant_conv -> quantize -> post_quant_conv -> decoder (LlamaGen `VQModel`)."""
+
+  def __init__(self, config, *, rngs: nnx.Rngs):
+    s = TokenizerSpec.from_config(config)
+    self.spec = s
+    kw = dict(rngs=rngs, dtype=_DTYPES[s.dtype], param_dtype=_DTYPES[s.param_dtype])
+    self.encoder = Encoder(s, rngs=rngs)
+    self.decoder = Decoder(s, rngs=rngs)
+    if s.kind == "vq":
+      self.quantize = VectorQuantizer(
+          s.codebook_size, s.codebook_dim, rngs=rngs, l2_norm=s.l2_norm, beta=s.commit_beta,
+          entropy_weight=s.entropy_loss, entropy_temperature=s.entropy_temperature,
+          sample_weight=s.entropy_sample_weight, batch_weight=s.entropy_batch_weight,
+          chunk=s.search_chunk, param_dtype=kw["param_dtype"])
+    else:
+      self.quantize = LookupFreeQuantizer(
+          s.codebook_size, beta=s.commit_beta, entropy_weight=s.entropy_loss,
+          entropy_temperature=s.entropy_temperature, sample_weight=s.entropy_sample_weight,
+          batch_weight=s.entropy_batch_weight, chunk=s.search_chunk)
+    self.quant_conv = Conv2d(s.z_channels, s.codebook_dim, 1, **kw)
+    self.post_quant_conv = Conv2d(s.codebook_dim, s.z_channels, 1, **kw)
+
+  @property
+  def downsample_factor(self) -> int:
+    return self.spec.downsample_factor
+
+  def _check_images(self, images):
+    f = self.downsample_factor
+    if images.ndim != 4 or images.shape[-1] != 3:
+      raise ValueError(f"VQModel: expected NHWC RGB images [B, H, W, 3], got {images.shape}")
+    if images.shape[1] % f or images.shape[2] % f:
+      raise ValueError(f"VQModel: image size {images.shape[1]}x{images.shape[2]} is not a "
+                       f"multiple of the downsampling factor {f}")
+
+  def latents(self, images, rng=None):
+    """Pre-quantisation latents [B, h, w, codebook_dim] in float32 (LlamaGen's `pre_quant`)."""
+    self._check_images(images)
+    return self.quant_conv(self.encoder(images, rng)).astype(jnp.float32)
+
+  def encode(self, images):
+    """int32 codes [B, h, w] of NHWC images in [-1, 1]."""
+    return self.quantize.indices(self.latents(images))
+
+  def quantized(self, images, rng=None):
+    """(straight-through quantised latents [B, h, w, D], aux dict) for training."""
+    return self.quantize(self.latents(images, rng))
+
+  def decode_features(self, quant, rng=None):
+    return self.decoder.features(self.post_quant_conv(quant), rng)
+
+  def decode(self, quant, rng=None):
+    """Images [B, H, W, 3] (float32, not clamped) from quantised latents [B, h, w, D]."""
+    return self.decoder.conv_out(self.decode_features(quant, rng)).astype(jnp.float32)
+
+  def decode_code(self, indices):
+    """Images [B, H, W, 3] (float32, not clamped) from int codes [B, h, w]."""
+    return self.decode(self.quantize.lookup(indices))
+
+  def __call__(self, images, rng=None):
+    """(reconstructions, aux): aux holds vq_loss, commit_loss, entropy_loss, codebook_usage,
+    batch_usage, perplexity, indices and the new codebook_used window. `rng` enables dropout."""
+    rng_enc, rng_dec = (None, None) if rng is None else jax.random.split(rng)
+    quant, aux = self.quantized(images, rng_enc)
+    return self.decode(quant, rng_dec), aux
+
+
+@jax.jit
+def encode(model: VQModel, images):
+  """Jitted `model.encode`: NHWC images in [-1, 1] -> int32 codes [B, h, w]."""
+  return model.encode(images)
+
+
+@jax.jit
+def decode(model: VQModel, indices):
+  """Jitted `model.decode_code`: int codes [B, h, w] -> NHWC float32 images."""
+  return model.decode_code(indices)
+
+
+@jax.jit
+def reconstruct(model: VQModel, images):
+  """(codes, reconstructions) of NHWC images in [-1, 1], in one compiled call."""
+  codes = model.encode(images)
+  return codes, model.decode_code(codes)
+
+
+def record_usage(model: VQModel, codebook_used) -> VQModel:
+  """A copy of `model` whose `quantize.codebook_used` window is `codebook_used` (the
+  `aux['codebook_used']` a training step returned); `model` itself is left as it was."""
+  new = jax.tree.map(lambda x: x, model)
+  new.quantize.codebook_used[...] = codebook_used
+  return new
+
+
+def count_params(model) -> int:
+  return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def load_tokenizer(ckpt_path, tokenizer_config) -> VQModel:
+  """A VQModel with weights from a LlamaGen `.pt` / `.safetensors` file (`{"model": sd}` or a
+  bare state dict) or, for a directory, one of our orbax checkpoints.
+
+  Every key and shape is checked against `tokenizer_config`; a mismatch raises
+  `interop.torch_io.CheckpointError` naming each missing, unexpected and mis-shaped entry.
+  """
+  from maskgil_jax.interop import vq_names  # interop imports models, not the reverse, at import
+  from maskgil_jax.interop.torch_io import CheckpointError, load_state_dict
+
+  path = pathlib.Path(ckpt_path)
+  spec = TokenizerSpec.from_config(tokenizer_config)
+  abstract = nnx.eval_shape(lambda: VQModel(spec, rngs=nnx.Rngs(0)))
+  if path.is_dir():
+    return _load_orbax_tokenizer(path, abstract)
+  if not path.exists():
+    raise CheckpointError(f"{path}: no such file or directory")
+  return vq_names.import_vq_state_dict(abstract, load_state_dict(path), source=str(path))
+
+
+def _load_orbax_tokenizer(path: pathlib.Path, abstract: VQModel) -> VQModel:
+  """Our own checkpoints are restored by `maskgil_jax.checkpoints` (shared by every command)."""
+  from maskgil_jax.interop.torch_io import CheckpointError
+  try:
+    from maskgil_jax import checkpoints
+    restore = checkpoints.restore_tokenizer
+  except (ImportError, AttributeError) as e:
+    raise CheckpointError(
+        f"{path}: is a directory; orbax tokenizer checkpoints are restored through "
+        f"maskgil_jax.checkpoints.restore_tokenizer, which is not available ({e}). Pass a "
+        "LlamaGen .pt or .safetensors file instead.") from e
+  return restore(path, abstract)
