@@ -9,7 +9,8 @@ MODEL_SIZES = {
     "L": (24, 16, 1024),
     "XL": (36, 20, 1280),
     "XXL": (48, 24, 1536),
-    "tiny": (2, 4, 64),
+    "tiny": (2, 4, 64),  # tests
+    "demo": (4, 4, 128),  # the CPU demo (configs/demo.py)
 }
 
 # Block options each layout implies unless a config overrides them.
