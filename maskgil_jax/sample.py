@@ -1,0 +1,319 @@
+"""`python -m maskgil_jax.sample`: class-conditional samples with MAR, AR or hybrid decoding.
+
+  python -m maskgil_jax.sample --config CONFIG --ckpt CKPT --decode {mar,ar,hybrid} \
+      [--labels 1,2,3 | --per-class N] [--steps 8] [--cfg-scale W] [--temperature T] \
+      [--top-k K] [--top-p P] [--choice-temperature R] [--ar-tokens N] [--seed S] \
+      [--batch-size B] [--tokenizer PATH] [--ar-ckpt CKPT --ar-config CONFIG] [--ema] \
+      [--tokens-only] --out DIR [--config.a.b=value ...]
+
+CKPT is one of our checkpoints (a training workdir, its `checkpoints/` folder or a step folder;
+CONFIG then defaults to the one stored with it) or a PyTorch LlamaGen / MaskGIL GPT `.pt` /
+`.safetensors` file (CONFIG says which layout and size). Unset decode flags take the values of
+`config.decode`; `--cfg-scale` is w of (1 + w) * cond - w * uncond in every decoder (LlamaGen's
+s = 1 + w) and `--temperature` divides the logits, 0 = greedy (docs/generation.md).
+
+Writes DIR/samples.npz: `arr_0` uint8 images [N, H, W, 3] (ADM's layout, so the file goes
+straight to `maskgil_jax.evaluate --samples`; left out with --tokens-only, which needs no
+tokenizer), `tokens` int32 [N, h, w], `labels` int64 [N] and `settings` (a JSON string of every
+setting used); and DIR/grid.png with the first 64 images. Batches are sharded over the mesh's
+batch axes. Sample i draws with the key fold_in(PRNGKey(seed), i) alone, so the same command
+and seed give the same tokens whatever the batch size or number of devices. On several hosts run the same command on every host (jax.distributed is set up
+from the environment); process 0 writes the files.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.experimental import multihost_utils
+from tqdm import tqdm
+
+from maskgil_jax import checkpoints, cli, configlib
+from maskgil_jax.configlib.load import apply_override
+from maskgil_jax.decode import (METHODS, DecodeSettings, generate_tokens, image_grid,
+                                tokens_to_images, write_png)
+from maskgil_jax.decode.hybrid import check_pair
+from maskgil_jax.evaluation.image_sets import IMAGES_KEY, write_npz
+from maskgil_jax.interop import gpt_names, names, torch_io
+from maskgil_jax.models.transformer import Transformer
+from maskgil_jax.models.vq import load_tokenizer
+from maskgil_jax.parallel.mesh import (batch_sharding, batch_shards, initialize_distributed,
+                                       make_mesh)
+from maskgil_jax.parallel.rules import axis_rules, make_rules, param_shardings
+
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+GRID_IMAGES = 64
+# command-line flag -> config.decode field it overrides
+DECODE_FLAGS = {"steps": "steps", "cfg_scale": "cfg_scale", "temperature": "temperature",
+                "top_k": "top_k", "top_p": "top_p", "choice_temperature": "choice_temperature",
+                "ar_tokens": "ar_tokens"}
+
+
+def parse_args(argv=None) -> tuple[argparse.Namespace, list[str], list[str]]:
+  """(flags, `--config.*` overrides, `--ar-config.*` overrides)."""
+  p = argparse.ArgumentParser(
+      prog="python -m maskgil_jax.sample",
+      usage="python -m maskgil_jax.sample --config CONFIG --ckpt CKPT --decode {mar,ar,hybrid} "
+            "[--labels 1,2,3 | --per-class N] [options] --out DIR",
+      description="Class-conditional samples: a PNG grid and samples.npz (see docs/generation.md).")
+  p.add_argument("--config", help="experiment file (configs/x.py[:arg]); default: the "
+                 "checkpoint's own config. --config.a.b=value overrides a field")
+  p.add_argument("--ckpt", required=True, help="our checkpoint folder, or a PyTorch GPT file")
+  p.add_argument("--decode", choices=METHODS, default="mar")
+  labels = p.add_mutually_exclusive_group()
+  labels.add_argument("--labels", help="comma-separated class ids (default: classes 0..7)")
+  labels.add_argument("--per-class", type=int, help="N samples of every class, class by class")
+  p.add_argument("--steps", type=int, help="MAR steps (hybrid: MAR steps after AR)")
+  p.add_argument("--cfg-scale", type=float, help="guidance w: (1 + w) cond - w uncond; 0 = off")
+  p.add_argument("--temperature", type=float, help="divides the logits; 0 = greedy")
+  p.add_argument("--top-k", type=int, help="keep the k most likely tokens (0 = all)")
+  p.add_argument("--top-p", type=float, help="keep the top-p probability mass (1 = all)")
+  p.add_argument("--choice-temperature", type=float, help="MAR Gumbel noise on confidences")
+  p.add_argument("--ar-tokens", type=int, help="hybrid: tokens written by AR first")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--batch-size", type=int, default=64, help="samples per compiled call")
+  p.add_argument("--tokenizer", help="tokenizer weights (default: config.tokenizer.ckpt)")
+  p.add_argument("--ar-ckpt", help="hybrid: a separate AR model (default: --ckpt does both)")
+  p.add_argument("--ar-config", help="hybrid: the AR model's config (default: its checkpoint's)")
+  p.add_argument("--ema", action="store_true", help="use the EMA parameters of our checkpoint")
+  p.add_argument("--tokens-only", action="store_true", help="no images, no tokenizer needed")
+  p.add_argument("--out", required=True, help="output folder")
+  args, rest = p.parse_known_args(argv)
+  overrides = {"--config.": [], "--ar-config.": []}
+  for item in rest:
+    prefix = next((k for k in overrides if item.startswith(k)), None)
+    if prefix is None or "=" not in item:
+      p.error(f"unrecognized argument {item!r}")
+    overrides[prefix].append(item[len(prefix):])
+  return args, overrides["--config."], overrides["--ar-config."]
+
+
+# ---- models ---------------------------------------------------------------------------------
+def is_torch_file(path) -> bool:
+  return pathlib.Path(path).suffix in TORCH_SUFFIXES
+
+
+def resolve_config(spec: str | None, ckpt: str, overrides: list[str], flag: str = "--config"):
+  """The finalized config from an experiment file, or the one stored with our checkpoint."""
+  if spec:
+    return configlib.finalize(configlib.load_config(spec, overrides))
+  if is_torch_file(ckpt):
+    raise configlib.ConfigError(f"{flag} is required with a PyTorch checkpoint ({ckpt}): it "
+                                "says which layout and size the file holds")
+  config = checkpoints.restore_config(ckpt)
+  for item in overrides:
+    apply_override(config, *item.split("=", 1))
+  return configlib.finalize(config)
+
+
+def abstract_generator(model_cfg, mesh=None, rules=None):
+  """The transformer of `model_cfg` as shapes, placed by the logical-axis rules on `mesh`."""
+  abstract = nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(0)))
+  if mesh is None:
+    return abstract
+  shardings = param_shardings(abstract, mesh, rules)
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      abstract, shardings)
+
+
+def load_generator(ckpt, model_cfg, *, ema: bool = False, mesh=None, rules=None):
+  """The transformer of `model_cfg` with weights from our checkpoint or a PyTorch GPT file
+  (every key and shape checked), placed on `mesh` when one is given."""
+  abstract = abstract_generator(model_cfg, mesh, rules)
+  if not is_torch_file(ckpt):
+    return checkpoints.restore_params(ckpt, abstract, ema=ema)
+  state_dict = torch_io.load_state_dict(ckpt)
+  model = names.import_state_dict(abstract, state_dict, gpt_names.gpt_rules(model_cfg),
+                                  source=str(ckpt), ignore=gpt_names.NON_PARAMETER_KEYS)
+  if mesh is None:
+    return model
+  return jax.device_put(model, jax.tree.map(lambda a: a.sharding, abstract))
+
+
+def check_method(method: str, model, ar_model) -> None:
+  lay = model.layout
+  if method in ("mar", "hybrid") and lay.mask_id is None:
+    raise configlib.ConfigError(f"--decode {method}: layout {lay.name!r} has no MASK token "
+                                "(a LlamaGen model decodes with --decode ar)")
+  if method == "ar" and lay.prefix_len == 0:
+    raise configlib.ConfigError(f"--decode ar: layout {lay.name!r} puts the class last and "
+                                "cannot decode AR (use --decode mar)")
+  if method == "hybrid":
+    try:
+      check_pair(ar_model, model)
+    except ValueError as e:
+      raise configlib.ConfigError(str(e)) from e
+
+
+# ---- labels, batches, outputs ---------------------------------------------------------------
+def parse_labels(labels: str | None, per_class: int | None, num_classes: int) -> np.ndarray:
+  if per_class is not None:
+    if per_class < 1:
+      raise configlib.ConfigError(f"--per-class must be >= 1, got {per_class}")
+    return np.repeat(np.arange(num_classes), per_class)
+  if labels is None:
+    return np.arange(min(8, num_classes))
+  try:
+    out = np.array([int(x) for x in labels.split(",") if x.strip()], np.int64)
+  except ValueError as e:
+    raise configlib.ConfigError(f"--labels {labels!r}: not comma-separated integers") from e
+  bad = out[(out < 0) | (out >= num_classes)]
+  if out.size == 0 or bad.size:
+    raise configlib.ConfigError(f"--labels: {bad.tolist() or 'none given'}; classes are "
+                                f"0..{num_classes - 1}")
+  return out
+
+
+@jax.jit
+def sample_keys(seed_key, indices):
+  """Sample i's key fold_in(seed_key, i), placed like `indices`."""
+  return jax.vmap(lambda i: jax.random.fold_in(seed_key, i))(indices)
+
+
+def sample_all(model, labels: np.ndarray, seed: int, settings: DecodeSettings, method: str, *,
+               batch_size: int, mesh, tokenizer=None, ar_model=None, image_sink=None,
+               progress: bool = True) -> np.ndarray:
+  """Tokens [N, L] for all labels, `batch_size` per call (the last batch padded), and their
+  images written into `image_sink[i]` when a tokenizer is given (every process gets all
+  results; the sink may be None off process 0). The next batch is dispatched before the
+  previous one is copied back, so the devices do not wait for the host."""
+  n = len(labels)
+  padded = np.concatenate([labels, np.zeros(-n % batch_size, labels.dtype)]).astype(np.int32)
+  seed_key = jax.random.PRNGKey(seed)
+  sharding = batch_sharding(mesh)
+  place = lambda rows: jax.make_array_from_callback(rows.shape, sharding, lambda i: rows[i])
+  tokens = np.zeros((n, model.layout.num_image_tokens), np.int32)
+
+  def dispatch(i):
+    lo, hi = i * batch_size, (i + 1) * batch_size
+    keys = sample_keys(seed_key, place(np.arange(lo, hi, dtype=np.int32)))
+    out = generate_tokens(model, place(padded[lo:hi]), keys, settings, method, ar_model)
+    return out, (tokens_to_images(tokenizer, out) if tokenizer is not None else None)
+
+  def collect(i, result):
+    lo, hi = i * batch_size, min((i + 1) * batch_size, n)
+    out, images = multihost_utils.process_allgather(result, tiled=True)
+    tokens[lo:hi] = out[:hi - lo]
+    if images is not None and image_sink is not None:
+      image_sink[lo:hi] = images[:hi - lo]
+
+  num_batches = len(padded) // batch_size
+  previous = None
+  show = progress and num_batches > 1
+  for i in tqdm(range(num_batches), desc=f"sample {method}", disable=not show):
+    current = dispatch(i)
+    if previous is not None:
+      collect(i - 1, previous)
+    previous = current
+  collect(num_batches - 1, previous)
+  return tokens
+
+
+def settings_record(args, config, ar_config, method: str, n: int, batch_size: int, mesh) -> dict:
+  d = config.decode
+  record = {k: d[k] for k in ("steps", "schedule", "cfg_scale", "cfg_schedule", "temperature",
+                              "choice_temperature", "top_k", "top_p")}
+  if method == "hybrid":
+    record["ar_tokens"] = d.ar_tokens
+  record.update(decode=method, cfg_convention="(1 + w) * cond - w * uncond",
+                cfg_scale_llamagen=1.0 + d.cfg_scale, seed=args.seed, num_samples=n,
+                batch_size=batch_size, mesh=dict(mesh.shape), ckpt=str(args.ckpt), ema=args.ema,
+                ar_ckpt=args.ar_ckpt, tokenizer=None if args.tokens_only else (
+                    args.tokenizer or config.tokenizer.ckpt),
+                model=config.model.to_dict())
+  if ar_config is not None:
+    record["ar_model"] = ar_config.model.to_dict()
+  return record
+
+
+def main(argv=None) -> int:
+  args, overrides, ar_overrides = parse_args(argv)
+  start = time.time()
+  initialize_distributed("auto")  # before any device is touched; a no-op on one process
+  try:
+    summary = run(args, overrides, ar_overrides)
+  except cli.USER_ERRORS as e:
+    print(f"sample: error: {e}", file=sys.stderr)
+    return 2
+  if jax.process_index() == 0:
+    print(f"sample: {summary} in {time.time() - start:.0f} s -> {args.out}")
+  return 0
+
+
+def run(args, overrides, ar_overrides) -> str:
+  config = resolve_config(args.config, args.ckpt, overrides)
+  for flag, field in DECODE_FLAGS.items():
+    if getattr(args, flag) is not None:
+      apply_override(config.decode, field, getattr(args, flag))
+  settings = DecodeSettings.from_config(config.decode)
+  labels = parse_labels(args.labels, args.per_class, config.model.num_classes)
+  mesh = make_mesh(config.mesh)
+  rules = make_rules(config.mesh.get("rules"))
+  shards = batch_shards(mesh)
+  if args.batch_size < 1:
+    raise configlib.ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+  batch_size = -(-min(args.batch_size, len(labels)) // shards) * shards
+
+  model = load_generator(args.ckpt, config.model, ema=args.ema, mesh=mesh, rules=rules)
+  ar_model = ar_config = None
+  if args.ar_ckpt and args.decode != "hybrid":
+    raise configlib.ConfigError(f"--ar-ckpt is only used with --decode hybrid (got --decode "
+                                f"{args.decode})")
+  if args.ar_ckpt:
+    ar_config = resolve_config(args.ar_config, args.ar_ckpt, ar_overrides, "--ar-config")
+    ar_model = load_generator(args.ar_ckpt, ar_config.model, ema=args.ema, mesh=mesh,
+                              rules=rules)
+  check_method(args.decode, model, ar_model or model)
+  if args.decode == "hybrid" and settings.ar_tokens > model.layout.num_image_tokens:
+    raise configlib.ConfigError(f"--ar-tokens {settings.ar_tokens}: the grid has only "
+                                f"{model.layout.num_image_tokens} tokens")
+
+  tokenizer = None
+  if not args.tokens_only:
+    path = args.tokenizer or config.tokenizer.ckpt
+    if not path:
+      raise configlib.ConfigError("images need a tokenizer: give --tokenizer PATH (or set "
+                                  "config.tokenizer.ckpt), or --tokens-only")
+    tokenizer = jax.device_put(load_tokenizer(path, config.tokenizer),
+                               jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+
+  out = pathlib.Path(args.out)
+  writer = jax.process_index() == 0
+  if writer:
+    out.mkdir(parents=True, exist_ok=True)
+  side = config.model.grid_size
+  image_size = side * tokenizer.downsample_factor if tokenizer is not None else 0
+  buffer = out / ".samples.images.npy"
+  try:
+    sink = None if tokenizer is None or not writer else np.lib.format.open_memmap(
+        buffer, mode="w+", dtype=np.uint8, shape=(len(labels), image_size, image_size, 3))
+    with jax.set_mesh(mesh), axis_rules(rules):
+      tokens = sample_all(model, labels, args.seed, settings, args.decode,
+                          batch_size=batch_size, mesh=mesh, tokenizer=tokenizer,
+                          ar_model=ar_model, image_sink=sink, progress=writer)
+    if not writer:
+      return "done"
+    record = settings_record(args, config, ar_config, args.decode, len(labels), batch_size, mesh)
+    arrays = {"tokens": tokens.reshape(-1, side, side), "labels": labels.astype(np.int64),
+              "settings": np.array(json.dumps(record, sort_keys=True))}
+    if sink is not None:
+      sink.flush()
+      arrays = {IMAGES_KEY: sink, **arrays}
+      write_png(out / "grid.png", image_grid(np.asarray(sink[:GRID_IMAGES])))
+    write_npz(out / "samples.npz", arrays)
+    del sink
+  finally:
+    buffer.unlink(missing_ok=True)
+  what = "token grids" if tokenizer is None else "images"
+  return (f"{len(labels)} {what} ({args.decode}, w {config.decode.cfg_scale:g}, "
+          f"temperature {config.decode.temperature:g}, seed {args.seed})")
+
+
+if __name__ == "__main__":
+  sys.exit(main())
