@@ -73,7 +73,8 @@ def main(argv=None) -> int:
       cfg_scale=d.cfg_scale if args.cfg_scale is None else args.cfg_scale,
       temperature=d.temperature, choice_temperature=d.choice_temperature, top_k=d.top_k,
       top_p=d.top_p, steps=args.steps or d.steps, schedule=d.schedule,
-      cfg_schedule=d.cfg_schedule, ar_tokens=length // 2 if args.ar_tokens is None else args.ar_tokens)
+      cfg_schedule=d.cfg_schedule,
+      ar_tokens=length // 2 if args.ar_tokens is None else args.ar_tokens)
   mesh = make_mesh(config.mesh)
   rules = make_rules(config.mesh.get("rules"))
   batch = -(-args.batch_size // batch_shards(mesh)) * batch_shards(mesh)
@@ -106,9 +107,9 @@ def main(argv=None) -> int:
       results[method] = (name, compile_s, batch_s)
     if layout.mask_id is not None:
       tokens = jnp.full((batch, length), layout.mask_id, jnp.int32)
-      forward = jax.jit(guided_logits).lower(model, tokens, labels, settings, jnp.int32(0)).compile()
-      forward_s = timed(lambda: forward(model, tokens, labels, settings, jnp.int32(0)),
-                        args.repeats)
+      step0 = jnp.int32(0)
+      forward = jax.jit(guided_logits).lower(model, tokens, labels, settings, step0).compile()
+      forward_s = timed(lambda: forward(model, tokens, labels, settings, step0), args.repeats)
 
   ar_s = results.get("ar", (None, None, None))[2]
   print(f"{'decoder':<26}{'compile s':>11}{'s / batch':>12}{'images / s':>12}{'vs AR':>9}")

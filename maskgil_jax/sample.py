@@ -17,8 +17,9 @@ straight to `maskgil_jax.evaluate --samples`; left out with --tokens-only, which
 tokenizer), `tokens` int32 [N, h, w], `labels` int64 [N] and `settings` (a JSON string of every
 setting used); and DIR/grid.png with the first 64 images. Batches are sharded over the mesh's
 batch axes. Sample i draws with the key fold_in(PRNGKey(seed), i) alone, so the same command
-and seed give the same tokens whatever the batch size or number of devices. On several hosts run the same command on every host (jax.distributed is set up
-from the environment); process 0 writes the files.
+and seed give the same tokens whatever the batch size or number of devices. On several hosts
+run the same command on every host (jax.distributed is set up from the environment); process 0
+writes the files.
 """
 from __future__ import annotations
 

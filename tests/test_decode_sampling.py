@@ -1,4 +1,4 @@
-"""Shared decoding pieces: settings checks, guidance by interleaved doubling, filtering, sampling."""
+"""Shared decoding pieces: settings checks, guidance by interleaved doubling, sampling."""
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -35,7 +35,8 @@ def generate(ar_model, mar_model, labels, key, settings: DecodeSettings) -> mar.
   layout = mar_model.layout
   n_ar, length = settings.ar_tokens, layout.num_image_tokens
   if n_ar > length:
-    raise ValueError(f"config.decode.ar_tokens: {n_ar} is more than the {length} tokens of the grid")
+    raise ValueError(f"config.decode.ar_tokens: {n_ar} is more than the {length} tokens of "
+                     "the grid")
   pairs = jax.vmap(jax.random.split)(row_keys(key, labels.shape[0]))
   k_ar, k_mar = pairs[:, 0], pairs[:, 1]
   grid = jnp.full((labels.shape[0], length), layout.mask_id, jnp.int32)

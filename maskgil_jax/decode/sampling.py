@@ -50,7 +50,8 @@ class DecodeSettings:
     checks = [
         (isinstance(steps, int) and steps >= 1, "steps", f"must be an int >= 1, got {steps!r}"),
         (schedule in SCHEDULES, "schedule", f"{schedule!r}; one of {SCHEDULES}"),
-        (cfg_schedule in CFG_SCHEDULES, "cfg_schedule", f"{cfg_schedule!r}; one of {CFG_SCHEDULES}"),
+        (cfg_schedule in CFG_SCHEDULES, "cfg_schedule",
+         f"{cfg_schedule!r}; one of {CFG_SCHEDULES}"),
         (temperature >= 0, "temperature", f"must be >= 0 (0 = greedy), got {temperature}"),
         (choice_temperature >= 0, "choice_temperature", f"must be >= 0, got {choice_temperature}"),
         (isinstance(top_k, int) and top_k >= 0, "top_k", f"must be an int >= 0, got {top_k!r}"),

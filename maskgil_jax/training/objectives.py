@@ -55,7 +55,8 @@ def mar_loss(model, batch, key, objective_cfg):
     raise ValueError(f"MAR training needs a MASK token; layout {layout.name!r} has none")
   check_schedule(objective_cfg.mask_schedule)
   if objective_cfg.loss_on not in LOSS_POSITIONS:
-    raise ValueError(f"config.objective.loss_on: {objective_cfg.loss_on!r}; one of {LOSS_POSITIONS}")
+    raise ValueError(f"config.objective.loss_on: {objective_cfg.loss_on!r}; "
+                     f"one of {LOSS_POSITIONS}")
   codes = _flat_codes(batch)
   k_ratio, k_mask, k_label, k_dropout = jax.random.split(key, 4)
   ratio = mask_ratio(objective_cfg.mask_schedule, jax.random.uniform(k_ratio, codes.shape[:1]))
