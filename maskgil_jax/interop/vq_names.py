@@ -26,7 +26,7 @@ from maskgil_jax.interop.names import Rule, export_state_dict, import_state_dict
 from maskgil_jax.interop.torch_io import CheckpointError, load_state_dict
 from maskgil_jax.models.lpips import LPIPS, VGG16_SLICES, VGG16_WIDTHS
 from maskgil_jax.models.quantizers import USAGE_WINDOW
-from maskgil_jax.models.vq import TokenizerSpec, VQModel
+from maskgil_jax.models.vq import TokenizerSpec, VQModel, record_usage
 
 BUFFER_KEY = "quantize.codebook_used"
 
@@ -127,8 +127,8 @@ def import_vq_state_dict(model: VQModel, state_dict, *, source: str = "checkpoin
     raise
   if buffer_problem:
     raise CheckpointError(f"{source}: does not fit this model (1 problem):\n  {buffer_problem}")
-  new.quantize.codebook_used.set_value(jnp.asarray(buffer, jnp.float32))
-  return new
+  # `new` shares its non-parameter Variables with `model`: set the buffer on a copy
+  return record_usage(new, jnp.asarray(buffer, jnp.float32))
 
 
 def export_vq_state_dict(model: VQModel) -> dict[str, np.ndarray]:

@@ -296,8 +296,8 @@ def reconstruct(model: VQModel, images):
 def record_usage(model: VQModel, codebook_used) -> VQModel:
   """A copy of `model` whose `quantize.codebook_used` window is `codebook_used` (the
   `aux['codebook_used']` a training step returned); `model` itself is left as it was."""
-  new = jax.tree.map(lambda x: x, model)
-  new.quantize.codebook_used[...] = codebook_used
+  new = jax.tree.map(lambda x: x, model)  # new Variables around the same arrays
+  new.quantize.codebook_used.set_value(codebook_used)
   return new
 
 
