@@ -261,6 +261,9 @@ def run(args, overrides, ar_overrides) -> str:
     raise configlib.ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
   batch_size = -(-min(args.batch_size, len(labels)) // shards) * shards
 
+  if args.ema and (is_torch_file(args.ckpt) or is_torch_file(args.ar_ckpt or "")):
+    raise configlib.ConfigError("--ema reads the EMA parameters of our checkpoints; a PyTorch "
+                                "file holds one set of weights")
   model = load_generator(args.ckpt, config.model, ema=args.ema, mesh=mesh, rules=rules)
   ar_model = ar_config = None
   if args.ar_ckpt and args.decode != "hybrid":

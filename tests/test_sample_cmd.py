@@ -100,6 +100,7 @@ def test_hybrid_with_a_separate_llamagen_model_reproduces_its_greedy_prefix(fixt
     (["--labels", "3"], "images need a tokenizer"),
     (["--labels", "3", "--tokens-only", "--steps", "0"], "config.decode.steps"),
     (["--labels", "3", "--ar-ckpt", "ar.pt"], "--ar-ckpt is only used with --decode hybrid"),
+    (["--labels", "3", "--ema", "--tokens-only"], "--ema reads the EMA parameters"),
 ])
 def test_bad_requests_fail_with_one_line(fixtures_dir, tmp_path, capsys, argv, message):
   code = run("--config", "tiny:maskgil_reference", "--ckpt", fixtures_dir / "maskgil_gpt_tiny.pt",

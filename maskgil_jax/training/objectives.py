@@ -82,12 +82,3 @@ def ar_loss(model, batch, key, objective_cfg):
   accuracy = jnp.mean((jnp.argmax(logits, axis=-1) == codes).astype(jnp.float32))
   return loss, {"loss": loss, "accuracy": accuracy}
 
-
-OBJECTIVES = {"mar": mar_loss, "ar": ar_loss}
-
-
-def objective_fn(objective_cfg):
-  """The loss function named by config.objective.name."""
-  if objective_cfg.name not in OBJECTIVES:
-    raise ValueError(f"config.objective.name: {objective_cfg.name!r}; one of {sorted(OBJECTIVES)}")
-  return OBJECTIVES[objective_cfg.name]
