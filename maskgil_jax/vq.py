@@ -37,10 +37,12 @@ from maskgil_jax.models.vq import VQModel, load_tokenizer, reconstruct
 
 COMMANDS = ("reconstruct",)
 
-_CKPT = flags.DEFINE_string("ckpt", None, "tokenizer weights: LlamaGen .pt/.safetensors or our checkpoint")
+_CKPT = flags.DEFINE_string("ckpt", None,
+                            "tokenizer weights: LlamaGen .pt/.safetensors or our checkpoint")
 _IMAGES = flags.DEFINE_string("images", None, "folder of images, or .npz of uint8 NHWC images")
 _OUT = flags.DEFINE_string("out", None, "output .npz")
-_TOKENIZER = flags.DEFINE_string("tokenizer", "vq16", f"tokenizer preset: {sorted(TOKENIZER_PRESETS)}")
+_TOKENIZER = flags.DEFINE_string("tokenizer", "vq16",
+                                 f"tokenizer preset: {sorted(TOKENIZER_PRESETS)}")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 0, "centre-crop and resize to this size (0: keep)")
 _BATCH = flags.DEFINE_integer("batch_size", 16, "images per compiled call")
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment file (its tokenizer section)",
@@ -184,7 +186,8 @@ def main(argv):
   elif _TOKENIZER.value in TOKENIZER_PRESETS:
     tokenizer = tokenizer_config(_TOKENIZER.value)
   else:
-    raise ConfigError(f"--tokenizer: {_TOKENIZER.value!r} unknown; one of {sorted(TOKENIZER_PRESETS)}")
+    raise ConfigError(f"--tokenizer: {_TOKENIZER.value!r} unknown; "
+                      f"one of {sorted(TOKENIZER_PRESETS)}")
   s = reconstruct_command(_CKPT.value, _IMAGES.value, _OUT.value, tokenizer, _IMAGE_SIZE.value,
                           _BATCH.value)
   print(f"codebook usage: {s['codes_used']} of {s['codebook_size']} codes "

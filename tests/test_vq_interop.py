@@ -57,8 +57,8 @@ def test_export_reproduces_the_state_dict_bit_for_bit(tiny, fixtures_dir, tmp_pa
 
 
 def test_vq16_layout_matches_the_reference_key_list(reference):
-  rows = [line.split(" ", 1) for line in (reference / "vq16_state_dict_keys.txt").read_text().splitlines()
-          if line and not line.startswith("#")]
+  lines = (reference / "vq16_state_dict_keys.txt").read_text().splitlines()
+  rows = [line.split(" ", 1) for line in lines if line and not line.startswith("#")]
   reference_keys = [(k, tuple(int(d) for d in s.strip("[]").split(","))) for k, s in rows]
   abstract = nnx.eval_shape(lambda: vq.VQModel(tokenizer_config("vq16"), rngs=nnx.Rngs(0)))
   shapes = expected_torch_shapes(abstract, vq_names.vq_rules(abstract))
@@ -88,8 +88,8 @@ def test_wrong_kind_of_checkpoint(fixtures_dir):
 def test_shape_and_key_mismatches_are_named(fixtures_dir, tmp_path):
   bigger = tokenizer_config("tiny")
   bigger.codebook_size = 128
-  with pytest.raises(CheckpointError, match=r"mis-shaped quantize.embedding.weight: file \[64, 4\], "
-                                            r"expected \[128, 4\]"):
+  with pytest.raises(CheckpointError, match=r"mis-shaped quantize.embedding.weight: "
+                                            r"file \[64, 4\], expected \[128, 4\]"):
     vq.load_tokenizer(fixtures_dir / "llamagen_vq_tiny.safetensors", bigger)
   sd = load_state_dict(fixtures_dir / "llamagen_vq_tiny.pt")
   del sd["decoder.conv_out.bias"], sd[vq_names.BUFFER_KEY]

@@ -54,7 +54,8 @@ def torch_lpips(vgg, heads, x, y):
       if s:
         h = F.max_pool2d(h, 2, 2)
       for i in indices:
-        h = F.relu(F.conv2d(h, t(vgg[f"features.{i}.weight"]), t(vgg[f"features.{i}.bias"]), padding=1))
+        w, b = t(vgg[f"features.{i}.weight"]), t(vgg[f"features.{i}.bias"])
+        h = F.relu(F.conv2d(h, w, b, padding=1))
       out.append(h / (torch.sqrt(torch.sum(h ** 2, dim=1, keepdim=True)) + 1e-10))
     return out
 

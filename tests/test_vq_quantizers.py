@@ -53,7 +53,8 @@ def test_chunked_entropy_equals_dense():
     e = jax.lax.dynamic_slice_in_dim(padded, start, size)
     return 2 * x @ e.T - jnp.sum(e ** 2, 1)[None]
 
-  sample, avg = jax.jit(lambda z: entropy_terms(z, affinity, 50, 16, 0.01))(z)  # 4 chunks, the last one padded
+  # 4 chunks, the last one padded
+  sample, avg = jax.jit(lambda z: entropy_terms(z, affinity, 50, 16, 0.01))(z)
   ref_sample, ref_avg = dense_entropy(full)
   np.testing.assert_allclose([sample, avg], [ref_sample, ref_avg], rtol=2e-4, atol=2e-5)
 

@@ -46,7 +46,8 @@ def _resnet(prefix: str, in_ch: int, out_ch: int) -> list[tuple[str, str]]:
 
 
 def _attn(prefix: str) -> list[tuple[str, str]]:
-  return _norm(f"{prefix}.norm") + sum((_conv(f"{prefix}.{p}") for p in ("q", "k", "v", "proj_out")), [])
+  convs = [_conv(f"{prefix}.{p}") for p in ("q", "k", "v", "proj_out")]
+  return _norm(f"{prefix}.norm") + sum(convs, [])
 
 
 def _mid(prefix: str, ch: int) -> list[tuple[str, str]]:
@@ -184,4 +185,5 @@ def load_lpips(paths: str | Sequence[str], widths=VGG16_WIDTHS) -> LPIPS:
         raise CheckpointError(f"LPIPS: {key} is in both {origin[key]} and {path}")
       merged[key], origin[key] = value, path
   abstract = nnx.eval_shape(lambda: LPIPS(rngs=nnx.Rngs(0), widths=widths))
-  return import_state_dict(abstract, merged, lpips_rules(widths), source=" + ".join(map(str, paths)))
+  return import_state_dict(abstract, merged, lpips_rules(widths),
+                           source=" + ".join(map(str, paths)))

@@ -79,6 +79,7 @@ class LPIPS(nnx.Module):
     fx, fy = self.net(scale(x)), self.net(scale(y))
     total = 0.0
     for k, (a, b) in enumerate(zip(fx, fy)):
-      diff = jnp.square(_unit_channels(a.astype(jnp.float32)) - _unit_channels(b.astype(jnp.float32)))
+      a, b = a.astype(jnp.float32), b.astype(jnp.float32)
+      diff = jnp.square(_unit_channels(a) - _unit_channels(b))
       total = total + getattr(self, f"lin{k}")(diff).astype(jnp.float32).mean(axis=(1, 2, 3))
     return total

@@ -82,7 +82,8 @@ class TokenizerSpec:
     need(self.z_channels % 32 == 0, "z_channels", f"{self.z_channels} must be divisible by 32")
     need(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
     need(self.dtype in _DTYPES, "dtype", f"{self.dtype!r}; one of {sorted(_DTYPES)}")
-    need(self.param_dtype in _DTYPES, "param_dtype", f"{self.param_dtype!r}; one of {sorted(_DTYPES)}")
+    need(self.param_dtype in _DTYPES, "param_dtype",
+         f"{self.param_dtype!r}; one of {sorted(_DTYPES)}")
     need(self.entropy_temperature > 0, "entropy_temperature", "must be positive")
     if self.kind == "lfq":
       need(2 ** self.codebook_dim == self.codebook_size, "codebook_dim",
