@@ -1,6 +1,7 @@
 """`maskgil_jax.convert`: reference PyTorch files in, orbax checkpoints out that the other
 commands restore; the layouts found in the wild; clear refusals that leave --out untouched."""
 import argparse
+import fractions
 import pathlib
 import subprocess
 import sys
@@ -164,13 +165,21 @@ def test_refuses_truncated_files_and_pickled_objects(fixtures_dir, tmp_path):
     data = (fixtures_dir / f"llamagen_gpt_tiny{suffix}").read_bytes()
     (tmp_path / f"cut{suffix}").write_bytes(data[:len(data) // 2])
     refused(CheckpointError, "truncated", "llamagen-c2i", tmp_path / f"cut{suffix}", config, out)
-  # LlamaGen's training checkpoints pickle their argparse arguments beside the weights
+  # any other pickled class is refused, never rebuilt
   sd = fixture_state_dict(fixtures_dir)
-  torch.save({"model": sd, "args": argparse.Namespace(lr=1e-4)}, tmp_path / "args.pt")
-  refused(CheckpointError, r"pickles objects that are not tensors \(argparse.Namespace\)",
-          "llamagen-c2i", tmp_path / "args.pt", config, out)
+  torch.save({"model": sd, "extra": fractions.Fraction(1, 3)}, tmp_path / "obj.pt")
+  refused(CheckpointError, r"pickles objects that are not tensors \(fractions.Fraction\)",
+          "llamagen-c2i", tmp_path / "obj.pt", config, out)
   refused(CheckpointError, "no such file", "llamagen-c2i", tmp_path / "absent.pt", config, out)
   assert not out.exists()
+
+
+def test_accepts_llamagen_training_checkpoints_with_their_args(fixtures_dir, tmp_path):
+  # LlamaGen's training checkpoints pickle their argparse arguments beside the weights
+  sd = fixture_state_dict(fixtures_dir)
+  torch.save({"model": sd, "args": argparse.Namespace(lr=1e-4), "steps": 7}, tmp_path / "a.pt")
+  model = imported("llamagen-c2i", tmp_path / "a.pt", tiny_config("tiny:llamagen"))
+  np.testing.assert_array_equal(model.norm.weight[...], sd["norm.weight"])
 
 
 def test_never_destroys_an_existing_out(fixtures_dir, tmp_path):

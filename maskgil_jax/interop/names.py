@@ -132,7 +132,7 @@ def import_state_dict(module, state_dict: Mapping[str, np.ndarray], rules: list[
       problems.append(f"mis-shaped {key}: file {list(np.shape(state_dict[key]))}, "
                       f"expected {list(shape)} for ours {rule.ours} {list(arrays[rule.ours].shape)}")
   if problems:
-    raise CheckpointError(f"{source}: does not fit this model ({len(problems)} problems):\n  "
+    raise CheckpointError(f"{source}: does not fit this model ({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n  "
                           + "\n  ".join(problems))
 
   values = {}

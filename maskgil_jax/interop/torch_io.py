@@ -12,6 +12,8 @@ from this package; a test checks they agree).
 """
 from __future__ import annotations
 
+import argparse
+
 import json
 import os
 import pathlib
@@ -55,7 +57,10 @@ def load_torch_file(path: str | os.PathLike) -> Mapping:
   if not zipfile.is_zipfile(path):
     raise CheckpointError(f"{path}: not a PyTorch zip checkpoint (truncated or another format)")
   try:
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    # LlamaGen's training checkpoints also store their `args` Namespace: a plain attribute
+    # holder, safe to rebuild, so it is the one non-tensor class allowed besides containers.
+    with torch.serialization.safe_globals([argparse.Namespace]):
+      obj = torch.load(path, map_location="cpu", weights_only=True)
   except Exception as e:
     text = str(e)
     if "Weights only load failed" in text or "Unsupported global" in text:
