@@ -14,17 +14,25 @@ s = 1 + w) and `--temperature` divides the logits, 0 = greedy (docs/generation.m
 
 Writes DIR/samples.npz: `arr_0` uint8 images [N, H, W, 3] (ADM's layout, so the file goes
 straight to `maskgil_jax.evaluate --samples`; left out with --tokens-only, which needs no
-tokenizer), `tokens` int32 [N, h, w], `labels` int64 [N] and `settings` (a JSON string of every
-setting used); and DIR/grid.png with the first 64 images. Batches are sharded over the mesh's
-batch axes. Sample i draws with the key fold_in(PRNGKey(seed), i) alone, so the same command
-and seed give the same tokens whatever the batch size or number of devices. On several hosts
-run the same command on every host (jax.distributed is set up from the environment); process 0
-writes the files.
+tokenizer), `labels` int64 [N], `tokens` int32 [N, h, w] and `settings` (a JSON string of every
+setting that decides the samples); DIR/samples.json (the same settings, N, shapes, label
+counts) and DIR/grid.png with the first 64 images. Sample i draws with the key
+fold_in(PRNGKey(seed), i) alone, so the same command and seed give the same tokens whatever the
+batch size or number of devices.
+
+Samples go through DIR/shards/ (evaluation/sample_store.py), one file per batch as they are
+made, and are merged into samples.npz at the end (the shards are then deleted). Rerunning the
+same command after an interruption generates only the samples no shard holds (any batch size,
+device or host count); a rerun with other settings into the same DIR is refused. On several
+hosts run the same command on every host (jax.distributed is set up from the environment): each
+process generates and writes its own contiguous share of the indices, every batch is sharded
+over the mesh's batch axes, and process 0 merges.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
+import os
 import pathlib
 import sys
 import time
@@ -40,16 +48,19 @@ from maskgil_jax.configlib.load import apply_override
 from maskgil_jax.decode import (METHODS, DecodeSettings, generate_tokens, image_grid,
                                 tokens_to_images, write_png)
 from maskgil_jax.decode.hybrid import check_pair
-from maskgil_jax.evaluation.image_sets import IMAGES_KEY, write_npz
+from maskgil_jax.evaluation.image_sets import NpzImages
+from maskgil_jax.evaluation.sample_store import SampleStore, SampleStoreError
 from maskgil_jax.interop import gpt_names, names, torch_io
 from maskgil_jax.models.transformer import Transformer
-from maskgil_jax.models.vq import load_tokenizer
-from maskgil_jax.parallel.mesh import (batch_sharding, batch_shards, initialize_distributed,
-                                       make_mesh)
+from maskgil_jax.models.vq import TokenizerSpec, load_tokenizer
+from maskgil_jax.parallel.mesh import (BATCH_AXES, batch_sharding, batch_shards, global_batch,
+                                       initialize_distributed, make_mesh)
 from maskgil_jax.parallel.rules import axis_rules, make_rules, param_shardings
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 GRID_IMAGES = 64
+SAMPLES_FILE = "samples.npz"
+SHARDS_DIR = "shards"
 # command-line flag -> config.decode field it overrides
 DECODE_FLAGS = {"steps": "steps", "cfg_scale": "cfg_scale", "temperature": "temperature",
                 "top_k": "top_k", "top_p": "top_p", "choice_temperature": "choice_temperature",
@@ -123,12 +134,30 @@ def abstract_generator(model_cfg, mesh=None, rules=None):
                       abstract, shardings)
 
 
-def load_generator(ckpt, model_cfg, *, ema: bool = False, mesh=None, rules=None):
-  """The transformer of `model_cfg` with weights from our checkpoint or a PyTorch GPT file
-  (every key and shape checked), placed on `mesh` when one is given."""
+def path_id(path) -> str | None:
+  """A path as the settings record it: absolute, so a rerun from another folder matches."""
+  if not path:
+    return None
+  return str(path) if "://" in str(path) else os.path.abspath(path)
+
+
+def checkpoint_id(ckpt) -> tuple[str | None, int | None]:
+  """(path, step) of the weights `ckpt` names: a PyTorch file (step None), or the checkpoint
+  root and step of ours, the newest step pinned so that a run resumed while training goes on
+  uses the same weights (or is refused)."""
+  if not ckpt or is_torch_file(ckpt):
+    return path_id(ckpt), None
+  root, step = checkpoints.locate(ckpt)
+  return path_id(root), step if step is not None else checkpoints.latest_step(ckpt)
+
+
+def load_generator(ckpt, model_cfg, *, ema: bool = False, mesh=None, rules=None,
+                   step: int | None = None):
+  """The transformer of `model_cfg` with weights from our checkpoint (its newest step unless
+  `step`) or a PyTorch GPT file (every key and shape checked), placed on `mesh` when given."""
   abstract = abstract_generator(model_cfg, mesh, rules)
   if not is_torch_file(ckpt):
-    return checkpoints.restore_params(ckpt, abstract, ema=ema)
+    return checkpoints.restore_params(ckpt, abstract, step=step, ema=ema)
   state_dict = torch_io.load_state_dict(ckpt)
   model = names.import_state_dict(abstract, state_dict, gpt_names.gpt_rules(model_cfg),
                                   source=str(ckpt), ignore=gpt_names.NON_PARAMETER_KEYS)
@@ -177,57 +206,99 @@ def sample_keys(seed_key, indices):
   return jax.vmap(lambda i: jax.random.fold_in(seed_key, i))(indices)
 
 
-def sample_all(model, labels: np.ndarray, seed: int, settings: DecodeSettings, method: str, *,
-               batch_size: int, mesh, tokenizer=None, ar_model=None, image_sink=None,
-               progress: bool = True) -> np.ndarray:
-  """Tokens [N, L] for all labels, `batch_size` per call (the last batch padded), and their
-  images written into `image_sink[i]` when a tokenizer is given (every process gets all
-  results; the sink may be None off process 0). The next batch is dispatched before the
-  previous one is copied back, so the devices do not wait for the host."""
+def rows_per_process(sharding, batch_size: int) -> int:
+  """Rows of each global batch this process feeds; ConfigError unless the batch axes split the
+  batch evenly over the processes (each process then generates only its own samples)."""
+  starts = {index[0].start or 0
+            for index in sharding.addressable_devices_indices_map((batch_size,)).values()}
+  rows = len(starts) * batch_size // batch_shards(sharding.mesh)
+  if rows * jax.process_count() != batch_size:
+    raise configlib.ConfigError(
+        f"config.mesh: the batch axes {BATCH_AXES} must split each batch evenly over the "
+        f"{jax.process_count()} processes (this one holds {rows} of {batch_size} rows)")
+  return rows
+
+
+def local_rows(x, sharding) -> np.ndarray:
+  """This process's rows of a batch-sharded array, in the order `global_batch` took them."""
+  if not x.sharding.is_equivalent_to(sharding, x.ndim):
+    x = jax.device_put(x, sharding)
+  blocks = {}
+  for shard in x.addressable_shards:
+    blocks.setdefault(shard.index[0].start or 0, shard.data)
+  return np.concatenate(jax.device_get([blocks[k] for k in sorted(blocks)]))
+
+
+def sample_into(store: SampleStore, model, labels: np.ndarray, seed: int,
+                settings: DecodeSettings, method: str, *, batch_size: int, mesh, tokenizer=None,
+                ar_model=None, progress: bool = True) -> int:
+  """Generate this process's pending samples of `store` (tokens, and images with a tokenizer)
+  in global batches of `batch_size`, each process feeding its own rows; returns how many.
+
+  Every process runs the same number of batches (the largest share), padding with rows of
+  index N (no sample's) that are dropped. The next batch is dispatched before the previous one
+  is copied back and written, so the devices do not wait for the host; a batch that finished
+  when an exception (e.g. Ctrl-C) arrives is still written."""
   n = len(labels)
-  padded = np.concatenate([labels, np.zeros(-n % batch_size, labels.dtype)]).astype(np.int32)
-  seed_key = jax.random.PRNGKey(seed)
   sharding = batch_sharding(mesh)
-  place = lambda rows: jax.make_array_from_callback(rows.shape, sharding, lambda i: rows[i])
-  tokens = np.zeros((n, model.layout.num_image_tokens), np.int32)
+  rows = rows_per_process(sharding, batch_size)
+  todo = store.pending()
+  num_batches = int(np.max(multihost_utils.process_allgather(np.array(-(-len(todo) // rows)))))
+  indices = np.full(num_batches * rows, n, np.int32)
+  indices[:len(todo)] = todo
+  batch_labels = np.zeros(num_batches * rows, np.int32)
+  batch_labels[:len(todo)] = labels[todo]
+  seed_key = jax.random.PRNGKey(seed)
+  side = model.layout.grid_size
 
   def dispatch(i):
-    lo, hi = i * batch_size, (i + 1) * batch_size
-    keys = sample_keys(seed_key, place(np.arange(lo, hi, dtype=np.int32)))
-    out = generate_tokens(model, place(padded[lo:hi]), keys, settings, method, ar_model)
-    return out, (tokens_to_images(tokenizer, out) if tokenizer is not None else None)
+    part = slice(i * rows, (i + 1) * rows)
+    batch = global_batch({"index": indices[part], "label": batch_labels[part]}, mesh)
+    tokens = generate_tokens(model, batch["label"], sample_keys(seed_key, batch["index"]),
+                             settings, method, ar_model)
+    return i, tokens, (tokens_to_images(tokenizer, tokens) if tokenizer is not None else None)
 
-  def collect(i, result):
-    lo, hi = i * batch_size, min((i + 1) * batch_size, n)
-    out, images = multihost_utils.process_allgather(result, tiled=True)
-    tokens[lo:hi] = out[:hi - lo]
-    if images is not None and image_sink is not None:
-      image_sink[lo:hi] = images[:hi - lo]
+  def collect(result):
+    i, tokens, images = result
+    mine = indices[i * rows:(i + 1) * rows]
+    count = int(np.sum(mine < n))
+    if count:
+      store.write(mine[:count], None if images is None else local_rows(images, sharding)[:count],
+                  labels[mine[:count]],
+                  {"tokens": local_rows(tokens, sharding)[:count].reshape(count, side, side)})
 
-  num_batches = len(padded) // batch_size
-  previous = None
-  show = progress and num_batches > 1
-  for i in tqdm(range(num_batches), desc=f"sample {method}", disable=not show):
-    current = dispatch(i)
-    if previous is not None:
-      collect(i - 1, previous)
-    previous = current
-  collect(num_batches - 1, previous)
-  return tokens
+  running = None
+  try:
+    for i in tqdm(range(num_batches), desc=f"sample {method}",
+                  disable=not progress or num_batches < 2):
+      current = dispatch(i)
+      if running is not None:
+        done, running = running, None
+        collect(done)
+      running = current
+  finally:
+    if running is not None:
+      collect(running)
+  return len(todo)
 
 
-def settings_record(args, config, ar_config, method: str, n: int, batch_size: int, mesh) -> dict:
+def settings_record(args, config, ar_config, method: str, labels: np.ndarray, ckpt: tuple,
+                    ar_ckpt: tuple) -> dict:
+  """Everything that decides the samples (checked when a run resumes into the same folder);
+  batch size and devices are left out, as they do not change a sample."""
   d = config.decode
   record = {k: d[k] for k in ("steps", "schedule", "cfg_scale", "cfg_schedule", "temperature",
                               "choice_temperature", "top_k", "top_p")}
   if method == "hybrid":
     record["ar_tokens"] = d.ar_tokens
   record.update(decode=method, cfg_convention="(1 + w) * cond - w * uncond",
-                cfg_scale_llamagen=1.0 + d.cfg_scale, seed=args.seed, num_samples=n,
-                batch_size=batch_size, mesh=dict(mesh.shape), ckpt=str(args.ckpt), ema=args.ema,
-                ar_ckpt=args.ar_ckpt, tokenizer=None if args.tokens_only else (
-                    args.tokenizer or config.tokenizer.ckpt),
-                model=config.model.to_dict())
+                cfg_scale_llamagen=1.0 + d.cfg_scale, seed=args.seed, num_samples=len(labels),
+                per_class=args.per_class, labels=None if args.per_class else labels.tolist(),
+                ckpt=ckpt[0], ckpt_step=ckpt[1], ema=args.ema, ar_ckpt=ar_ckpt[0],
+                ar_ckpt_step=ar_ckpt[1], model=config.model.to_dict())
+  if not args.tokens_only:
+    record.update(tokenizer=path_id(args.tokenizer or config.tokenizer.ckpt),
+                  tokenizer_spec=dataclasses.asdict(TokenizerSpec.from_config(config.tokenizer)))
   if ar_config is not None:
     record["ar_model"] = ar_config.model.to_dict()
   return record
@@ -239,7 +310,7 @@ def main(argv=None) -> int:
   initialize_distributed("auto")  # before any device is touched; a no-op on one process
   try:
     summary = run(args, overrides, ar_overrides)
-  except cli.USER_ERRORS as e:
+  except (*cli.USER_ERRORS, SampleStoreError) as e:
     print(f"sample: error: {e}", file=sys.stderr)
     return 2
   if jax.process_index() == 0:
@@ -260,63 +331,64 @@ def run(args, overrides, ar_overrides) -> str:
   if args.batch_size < 1:
     raise configlib.ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
   batch_size = -(-min(args.batch_size, len(labels)) // shards) * shards
-
   if args.ema and (is_torch_file(args.ckpt) or is_torch_file(args.ar_ckpt or "")):
     raise configlib.ConfigError("--ema reads the EMA parameters of our checkpoints; a PyTorch "
                                 "file holds one set of weights")
-  model = load_generator(args.ckpt, config.model, ema=args.ema, mesh=mesh, rules=rules)
-  ar_model = ar_config = None
   if args.ar_ckpt and args.decode != "hybrid":
     raise configlib.ConfigError(f"--ar-ckpt is only used with --decode hybrid (got --decode "
                                 f"{args.decode})")
+  ar_config = None
   if args.ar_ckpt:
     ar_config = resolve_config(args.ar_config, args.ar_ckpt, ar_overrides, "--ar-config")
+  if not args.tokens_only and not (args.tokenizer or config.tokenizer.ckpt):
+    raise configlib.ConfigError("images need a tokenizer: give --tokenizer PATH (or set "
+                                "config.tokenizer.ckpt), or --tokens-only")
+
+  # the folder is opened (and other settings refused) before any weights are read; settings
+  # are written with the first samples, so a run that fails before them leaves nothing behind
+  ckpt, ar_ckpt = checkpoint_id(args.ckpt), checkpoint_id(args.ar_ckpt)
+  side = config.model.grid_size
+  image_size = side * TokenizerSpec.from_config(config.tokenizer).downsample_factor
+  out = pathlib.Path(args.out)
+  store = SampleStore(
+      out / SHARDS_DIR, num_samples=len(labels),
+      image_shape=None if args.tokens_only else (image_size, image_size, 3),
+      settings=settings_record(args, config, ar_config, args.decode, labels, ckpt, ar_ckpt),
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      arrays={"tokens": ((side, side), "int32")})
+
+  model = load_generator(args.ckpt, config.model, ema=args.ema, mesh=mesh, rules=rules,
+                         step=ckpt[1])
+  ar_model = None
+  if args.ar_ckpt:
     ar_model = load_generator(args.ar_ckpt, ar_config.model, ema=args.ema, mesh=mesh,
-                              rules=rules)
+                              rules=rules, step=ar_ckpt[1])
   check_method(args.decode, model, ar_model or model)
   if args.decode == "hybrid" and settings.ar_tokens > model.layout.num_image_tokens:
     raise configlib.ConfigError(f"--ar-tokens {settings.ar_tokens}: the grid has only "
                                 f"{model.layout.num_image_tokens} tokens")
-
   tokenizer = None
   if not args.tokens_only:
-    path = args.tokenizer or config.tokenizer.ckpt
-    if not path:
-      raise configlib.ConfigError("images need a tokenizer: give --tokenizer PATH (or set "
-                                  "config.tokenizer.ckpt), or --tokens-only")
-    tokenizer = jax.device_put(load_tokenizer(path, config.tokenizer),
+    tokenizer = jax.device_put(load_tokenizer(args.tokenizer or config.tokenizer.ckpt,
+                                              config.tokenizer),
                                jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 
-  out = pathlib.Path(args.out)
-  writer = jax.process_index() == 0
-  if writer:
-    out.mkdir(parents=True, exist_ok=True)
-  side = config.model.grid_size
-  image_size = side * tokenizer.downsample_factor if tokenizer is not None else 0
-  buffer = out / ".samples.images.npy"
-  try:
-    sink = None if tokenizer is None or not writer else np.lib.format.open_memmap(
-        buffer, mode="w+", dtype=np.uint8, shape=(len(labels), image_size, image_size, 3))
-    with jax.set_mesh(mesh), axis_rules(rules):
-      tokens = sample_all(model, labels, args.seed, settings, args.decode,
-                          batch_size=batch_size, mesh=mesh, tokenizer=tokenizer,
-                          ar_model=ar_model, image_sink=sink, progress=writer)
-    if not writer:
-      return "done"
-    record = settings_record(args, config, ar_config, args.decode, len(labels), batch_size, mesh)
-    arrays = {"tokens": tokens.reshape(-1, side, side), "labels": labels.astype(np.int64),
-              "settings": np.array(json.dumps(record, sort_keys=True))}
-    if sink is not None:
-      sink.flush()
-      arrays = {IMAGES_KEY: sink, **arrays}
-      write_png(out / "grid.png", image_grid(np.asarray(sink[:GRID_IMAGES])))
-    write_npz(out / "samples.npz", arrays)
-    del sink
-  finally:
-    buffer.unlink(missing_ok=True)
+  with jax.set_mesh(mesh), axis_rules(rules):
+    generated = sample_into(store, model, labels, args.seed, settings, args.decode,
+                            batch_size=batch_size, mesh=mesh, tokenizer=tokenizer,
+                            ar_model=ar_model, progress=jax.process_index() == 0)
+  # a collective, so also the barrier before process 0 merges every process's shards
+  generated = int(np.sum(multihost_utils.process_allgather(np.array(generated))))
+  if jax.process_index() != 0:
+    return "done"
+  store.finalize(out / SAMPLES_FILE)
+  if tokenizer is not None:
+    write_png(out / "grid.png", image_grid(next(NpzImages(out / SAMPLES_FILE).batches(
+        GRID_IMAGES))))
   what = "token grids" if tokenizer is None else "images"
   return (f"{len(labels)} {what} ({args.decode}, w {config.decode.cfg_scale:g}, "
-          f"temperature {config.decode.temperature:g}, seed {args.seed})")
+          f"temperature {config.decode.temperature:g}, seed {args.seed}; {generated} generated "
+          f"now on {jax.device_count()} devices, {len(labels) - generated} stored before)")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 
@@ -39,7 +40,7 @@ def run(*argv):
 
 
 def test_mar_writes_images_tokens_and_settings_deterministically(fixtures_dir, tokenizer_file,
-                                                                  tmp_path):
+                                                                  tmp_path, capsys):
   ckpt = fixtures_dir / "maskgil_gpt_tiny.pt"
   compiled = generate_tokens._cache_size()
   assert run(*MASKGIL, "--ckpt", ckpt, "--per-class", 1, "--tokenizer", tokenizer_file,
@@ -78,6 +79,15 @@ def test_mar_writes_images_tokens_and_settings_deterministically(fixtures_dir, t
   assert run("--ckpt", tmp_path / "run", "--decode", "mar", "--batch-size", 4,
              "--labels", "0,1,2,3", "--tokens-only", "--out", tmp_path / "c") == 0
   np.testing.assert_array_equal(np.load(tmp_path / "c" / "samples.npz")["tokens"], tokens[:4])
+  assert json.loads((tmp_path / "c" / "samples.json").read_text())["settings"]["ckpt_step"] == 0
+
+  # the run trains on: its newest step is other weights, so that folder refuses it, while the
+  # step folder it was made from (the same checkpoint, step 0) is accepted
+  checkpoints.save_params(tmp_path / "run", model, config, step=1)
+  argv = ["--decode", "mar", "--labels", "0,1,2,3", "--tokens-only", "--out", tmp_path / "c"]
+  assert run("--ckpt", tmp_path / "run", *argv) == 2
+  assert "settings.ckpt_step" in capsys.readouterr().err
+  assert run("--ckpt", tmp_path / "run" / "checkpoints" / "0", *argv) == 0
 
 
 def test_hybrid_with_a_separate_llamagen_model_reproduces_its_greedy_prefix(fixtures_dir,
@@ -96,7 +106,8 @@ def test_hybrid_with_a_separate_llamagen_model_reproduces_its_greedy_prefix(fixt
 
 @pytest.mark.parametrize("argv, message", [
     (["--labels", "3,12"], "--labels: [12]; classes are 0..9"),
-    (["--labels", "3", "--decode", "ar"], "--decode ar: layout 'maskgil_reference'"),
+    (["--labels", "3", "--decode", "ar", "--tokens-only"],
+     "--decode ar: layout 'maskgil_reference'"),
     (["--labels", "3"], "images need a tokenizer"),
     (["--labels", "3", "--tokens-only", "--steps", "0"], "config.decode.steps"),
     (["--labels", "3", "--ar-ckpt", "ar.pt"], "--ar-ckpt is only used with --decode hybrid"),
@@ -115,24 +126,109 @@ def test_checkpoint_problems_are_named(fixtures_dir, tmp_path, capsys):
   assert run("--config", "tiny:llamagen", "--ckpt", fixtures_dir / "maskgil_gpt_tiny.pt",
              "--decode", "ar", "--tokens-only", "--out", tmp_path) == 2
   assert "missing tok_embeddings.weight" in capsys.readouterr().err
-  assert run("--config", "tiny:llamagen", "--ckpt", tmp_path / "nothing.pt", "--out", tmp_path) == 2
+  assert run("--config", "tiny:llamagen", "--ckpt", tmp_path / "nothing.pt", "--tokens-only",
+             "--out", tmp_path) == 2
   assert "no such file" in capsys.readouterr().err
+  assert not (tmp_path / "shards" / "settings.json").exists()  # failed runs bind no settings
 
 
-def test_two_devices_share_each_batch_and_draw_the_same_tokens(fixtures_dir, tmp_path):
-  """The data axis spans two CPU devices (a subprocess: XLA_FLAGS must precede JAX's start);
-  batch 3 becomes 4 there, other batches, yet every sample draws the same tokens."""
+class Preempted(Exception):
+  pass
+
+
+def count_generation(monkeypatch, fail_at=None):
+  """Record the sample indices of every generated batch; raise when batch `fail_at` (0-based)
+  starts, as a preemption would."""
+  batches = []
+
+  def keys(seed_key, indices):
+    if len(batches) == fail_at:
+      raise Preempted(f"batch {fail_at}")
+    batches.append(np.asarray(indices))
+    return original(seed_key, indices)
+
+  original = sample.sample_keys
+  monkeypatch.setattr(sample, "sample_keys", keys)
+  return batches
+
+
+def test_an_interrupted_run_resumes_to_the_same_file(fixtures_dir, tokenizer_file, tmp_path,
+                                                     monkeypatch, capsys):
+  common = [*MASKGIL, "--ckpt", fixtures_dir / "maskgil_gpt_tiny.pt", "--per-class", 1,
+            "--tokenizer", tokenizer_file]
+  assert run(*common, "--out", tmp_path / "whole") == 0  # 10 samples: 3 batches of 4
+
+  with monkeypatch.context() as m:
+    first = count_generation(m, fail_at=2)
+    with pytest.raises(Preempted):
+      run(*common, "--out", tmp_path / "cut")
+  assert not (tmp_path / "cut" / "samples.npz").exists()
+  # batch 0 was written; batch 1, in flight when batch 2 failed to start, was written too
+  assert len(list((tmp_path / "cut" / "shards").glob("shard_*"))) == 2
+
+  second = count_generation(monkeypatch)
+  assert run(*common, "--batch-size", 3, "--out", tmp_path / "cut") == 0
+  assert "2 generated now on 1 devices, 8 stored before" in capsys.readouterr().out
+  generated = np.concatenate(first + second)
+  np.testing.assert_array_equal(np.sort(generated[generated < 10]), np.arange(10))  # each once
+
+  whole, cut = (np.load(tmp_path / d / "samples.npz") for d in ("whole", "cut"))
+  assert sorted(cut.files) == ["arr_0", "labels", "settings", "tokens"]
+  for name in cut.files:
+    np.testing.assert_array_equal(cut[name], whole[name])
+  record = json.loads((tmp_path / "cut" / "samples.json").read_text())
+  assert record["settings"] == json.loads(str(cut["settings"]))
+  assert record["label_counts"] == [1] * 10
+  grids = [(tmp_path / d / "grid.png").read_bytes() for d in ("whole", "cut")]
+  assert grids[0] == grids[1]
+  assert not list((tmp_path / "cut" / "shards").glob("shard_*"))  # merged, then deleted
+
+  # the same command again finds the set complete; other settings are refused, the set kept
+  assert run(*common, "--out", tmp_path / "cut") == 0
+  assert len(second) == 1 and "0 generated now" in capsys.readouterr().out
+  before = (tmp_path / "cut" / "samples.npz").read_bytes()
+  for other in (["--seed", 1], ["--cfg-scale", 2], ["--tokens-only"]):
+    assert run(*common, *other, "--out", tmp_path / "cut") == 2
+    assert "holds samples made with other settings" in capsys.readouterr().err
+  assert len(second) == 1 and (tmp_path / "cut" / "samples.npz").read_bytes() == before
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_a_run_resumed_on_two_hosts_draws_the_same_tokens(fixtures_dir, tmp_path, monkeypatch):
+  """A run cut after one batch of 3 on one device is finished by two processes with two CPU
+  devices each (jax.distributed on localhost; subprocesses, as XLA_FLAGS must precede JAX's
+  start): each process generates the missing samples of its own range, in global batches of 4
+  (2 rows per process, the process with less to do padding), yet every sample draws the tokens
+  of an uninterrupted one-device run."""
   common = ["--config", "tiny:maskgil_reference", "--ckpt",
             fixtures_dir / "maskgil_gpt_tiny.safetensors", "--decode", "mar",
-            "--labels", "0,1,2,3,4", "--batch-size", 3, "--tokens-only"]
+            "--labels", "0,1,2,3,4,5,6,7,8,9,1,2,3", "--batch-size", 3, "--tokens-only"]
   assert run(*common, "--out", tmp_path / "one") == 0
+  with monkeypatch.context() as m:
+    count_generation(m, fail_at=1)
+    with pytest.raises(Preempted):
+      run(*common, "--out", tmp_path / "two")  # stores 0..2; process 0 of 2 owns 0..5
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
              JAX_PLATFORMS="cpu", PYTHONPATH=str(pathlib.Path(sample.__file__).parents[1]))
-  proc = subprocess.run([sys.executable, "-m", "maskgil_jax.sample", *map(str, common),
-                         "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True,
-                        timeout=300)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  host = ("import sys, jax; jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2])); "
+          "from maskgil_jax import sample; sys.exit(sample.main(sys.argv[3:]))")
+  address = f"localhost:{free_port()}"
+  procs = [subprocess.Popen([sys.executable, "-c", host, address, str(i), *map(str, common),
+                             "--out", str(tmp_path / "two")], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+  try:
+    outputs = [p.communicate(timeout=300) for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  assert [p.returncode for p in procs] == [0, 0], outputs[0][1][-3000:] + outputs[1][1][-3000:]
+  assert "10 generated now on 4 devices, 3 stored before" in outputs[0][0]
   one = np.load(tmp_path / "one" / "samples.npz")
   two = np.load(tmp_path / "two" / "samples.npz")
-  np.testing.assert_array_equal(one["tokens"], two["tokens"])
-  assert json.loads(str(two["settings"]))["mesh"] == {"data": 2, "fsdp": 1, "tensor": 1}
+  for name in one.files:
+    np.testing.assert_array_equal(one[name], two[name])
