@@ -342,31 +342,30 @@ def _write_samples(config, state, tokenizer, step: int, workdir: epath.Path, log
     logger.images(step, "samples", grid[None])
 
 
-# ---- command line ---------------------------------------------------------------------------
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "experiment file, configs/x.py or configs/x.py:arg", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, logs and samples go; "
-                               "rerunning with the same workdir resumes")
-_MEMORY_REPORT = flags.DEFINE_bool("memory_report", False, "compile the train step for the "
-                                   "config, print per-device memory, exit without training")
-
-
+# ---- command line (flags defined only when run as a program, so importing this module from
+# tests, notebooks or other commands never clashes with their flags) --------------------------
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  if _CONFIG.value is None or not _WORKDIR.value:
+  flag = flags.FLAGS
+  if flag.config is None or not flag.workdir:
     raise app.UsageError("--config and --workdir are required")
-  config = _CONFIG.value
-  mesh_lib.initialize_distributed(config.mesh.distributed)  # before JAX touches a device
-  if not _MEMORY_REPORT.value and jax.process_index() == 0 and "://" not in _WORKDIR.value:
-    prepare_workdir(_WORKDIR.value)  # a readable log beside the metrics (local workdirs)
-    logging.get_absl_handler().use_absl_log_file("train", _WORKDIR.value)
+  mesh_lib.initialize_distributed(flag.config.mesh.distributed)  # before JAX touches a device
+  if not flag.memory_report and jax.process_index() == 0 and "://" not in flag.workdir:
+    prepare_workdir(flag.workdir)  # a readable log beside the metrics (local workdirs)
+    logging.get_absl_handler().use_absl_log_file("train", flag.workdir)
   try:
-    train(config, _WORKDIR.value, memory_report=_MEMORY_REPORT.value)
+    train(flag.config, flag.workdir, memory_report=flag.memory_report)
   except (DataError, TrainingError) as e:  # the user's to fix: one line, not a traceback
     logging.error("%s", e)
     raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":
+  config_flags.DEFINE_config_file("config", None, "experiment file, configs/x.py or "
+                                  "configs/x.py:arg", lock_config=True)
+  flags.DEFINE_string("workdir", None, "where checkpoints, logs and samples go; rerunning "
+                      "with the same workdir resumes")
+  flags.DEFINE_bool("memory_report", False, "compile the train step for the config, print "
+                    "per-device memory, exit without training")
   cli.run(main)
