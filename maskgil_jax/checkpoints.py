@@ -186,24 +186,36 @@ def _quarantine(root: epath.Path, step: int) -> None:
     multihost_utils.sync_global_devices(f"quarantine_checkpoint_{step}")
 
 
+def _data_position(root: epath.Path, step: int, data_iter):
+  """grain restore args for this process's saved data position, None if there is none (saved
+  by another number of processes, or a parameters-only checkpoint): the stream restarts."""
+  import grain.checkpoint
+  name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+  if (root / str(step) / "data_iter" / name).exists():
+    return grain.checkpoint.CheckpointRestore(data_iter)
+  logging.warning("%s/%s holds no data position %s (saved by another number of processes?); "
+                  "the data stream starts from its beginning", root, step, name)
+  return None
+
+
 def restore_state(manager: ocp.CheckpointManager, abstract_state, data_iter=None, *,
                   step: int | None = None, quarantine: bool = False):
   """(state, step) from the newest readable checkpoint (or `step`), None when there is none.
 
   `abstract_state` gives the structure, dtypes and shardings to restore into (a different mesh
-  than the one that saved is fine). A checkpoint that fails to read is reported with a warning
-  and the previous one is tried; with `quarantine` (the trainer) it is also moved aside.
+  than the one that saved is fine); `data_iter` (a grain iterator) is moved to the saved data
+  position. A checkpoint that fails to read is reported with a warning and the previous one is
+  tried; with `quarantine` (the trainer) the unreadable ones newer than the one restored are
+  then moved aside, so their step numbers can be saved again. If none can be read, nothing is
+  moved (a file system outage must not look like damage) and CheckpointError says why.
   """
   steps = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
   target, restore_args = _restore_target(abstract_state, replicated())
   root = epath.Path(manager.directory)
-  failures = []
+  failures = {}
   for s in steps:
     items = {"state": ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
                                              partial_restore=True)}
-    if data_iter is not None:
-      import grain.checkpoint
-      items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
     try:
       stored = manager.item_metadata(s)["state"]
       stored = getattr(stored, "tree", stored)
@@ -211,23 +223,26 @@ def restore_state(manager: ocp.CheckpointManager, abstract_state, data_iter=None
         raise FileNotFoundError("no state item")
       # readable but not for this model: an error, since falling back would hide it
       _check_fits(stored, target, f"{root}/{s}")
+      position = _data_position(root, s, data_iter) if data_iter is not None else None
+      if position is not None:
+        items["data_iter"] = position
       restored = manager.restore(s, args=ocp.args.Composite(**items))
       state = from_nested(restored["state"], abstract_state, source=f"{root}/{s}")
     except CheckpointError:
       raise
     except Exception as e:  # orbax/tensorstore raise many types for damaged files
-      msg = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
-      failures.append(f"step {s}: {msg}")
+      failures[s] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
       logging.warning("checkpoint %s/%s cannot be read (%s); falling back to the previous one",
-                      root, s, msg)
-      if quarantine:
-        _quarantine(root, s)
+                      root, s, failures[s])
       continue
     if failures and quarantine:
+      for bad in failures:
+        _quarantine(root, bad)
       manager.reload()
     return state, s
   if failures:
-    raise CheckpointError(f"{root}: no readable checkpoint:\n  " + "\n  ".join(failures))
+    raise CheckpointError(f"{root}: no readable checkpoint:\n  " + "\n  ".join(
+        f"step {s}: {m}" for s, m in failures.items()))
   return None
 
 
