@@ -11,10 +11,6 @@ from maskgil_jax import checkpoints, configlib
 from maskgil_jax.interop.torch_io import CheckpointError
 from maskgil_jax.models.transformer import Transformer
 
-# after a failed read of a damaged file, orbax's async machinery reports a closed event loop
-# from a background thread; harmless, and not what these tests are about
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-
 
 @pytest.fixture(scope="module")
 def tiny():
