@@ -46,7 +46,7 @@ class TrainingError(RuntimeError):
 
 def check_config(config) -> None:
   """The fields only the trainer reads; ConfigError names the first bad one."""
-  optim.check_optim(config.optim, config.total_steps, config.batch_size)
+  optim.check_optim(config.optim, config.batch_size)
   for field in ("ckpt.every_steps", "ckpt.keep", "log.every_steps", "log.sample_count"):
     section, name = field.split(".")
     value = config[section][name]

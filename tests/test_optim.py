@@ -34,11 +34,11 @@ def test_schedules():
 
 def test_bad_values_name_the_field():
   with pytest.raises(ConfigError, match="config.optim.warmup_steps"):
-    optim.check_optim(optim_cfg(warmup_steps=200), 100, 8)
+    optim.check_optim(optim_cfg(warmup_steps=-1), 8)
   with pytest.raises(ConfigError, match="config.optim.ema_decay"):
-    optim.check_optim(optim_cfg(ema_decay=1.0), 100, 8)
+    optim.check_optim(optim_cfg(ema_decay=1.0), 8)
   with pytest.raises(ConfigError, match="config.optim.b1"):
-    optim.check_optim(optim_cfg(b2=1.5), 100, 8)
+    optim.check_optim(optim_cfg(b2=1.5), 8)
 
 
 class Stacked(nnx.Module):
