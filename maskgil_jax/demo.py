@@ -27,11 +27,10 @@ from flax import nnx
 
 from maskgil_jax import checkpoints, cli, configlib, train
 from maskgil_jax.data.demo_set import demo_class_names, demo_images
-from maskgil_jax.decode import DecodeSettings, generate_tokens, tokens_to_images
+from maskgil_jax.decode import DecodeSettings, generate_tokens, tokens_to_images, write_png
 from maskgil_jax.demo_quality import demo_quality
 from maskgil_jax.models import vq
 from maskgil_jax.models.transformer import Transformer
-from maskgil_jax.sample import write_png
 
 _GRID_COLUMNS = 10
 

@@ -42,11 +42,14 @@ from maskgil_jax.parallel import mesh as mesh_lib
 
 logger = logging.getLogger(__name__)
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment file (data + tokenizer)",
-                                          lock_config=False)
-_OUT = flags.DEFINE_string("out", None, "output folder of code shards")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "images per encoder call on this host")
-_SHARD = flags.DEFINE_integer("shard_size", 4096, "images per shard (the unit of resumption)")
+def define_flags() -> None:
+  """The command's flags, defined only when it runs as a command (other modules a process may
+  import define `--config` and `--out` too)."""
+  config_flags.DEFINE_config_file("config", None, "experiment file (data + tokenizer)",
+                                  lock_config=False)
+  flags.DEFINE_string("out", None, "output folder of code shards")
+  flags.DEFINE_integer("batch_size", 64, "images per encoder call on this host")
+  flags.DEFINE_integer("shard_size", 4096, "images per shard (the unit of resumption)")
 
 
 class ImageViews(grain.transforms.Map):
@@ -186,10 +189,11 @@ def main(argv):
   if len(argv) > 1:
     raise ConfigError(f"unexpected arguments {argv[1:]}; usage: python -m "
                       "maskgil_jax.extract_codes --config CONFIG --out DIR")
-  if _CONFIG.value is None or not _OUT.value:
+  f = flags.FLAGS
+  if f.config is None or not f.out:
     raise ConfigError("usage: python -m maskgil_jax.extract_codes --config CONFIG --out DIR "
                       "[--batch_size N] [--shard_size N]")
-  s = extract_codes(_CONFIG.value, _OUT.value, batch_size=_BATCH.value, shard_size=_SHARD.value)
+  s = extract_codes(f.config, f.out, batch_size=f.batch_size, shard_size=f.shard_size)
   print(f"process {s['process']}: encoded {s['images']} images ({s['views']} views of "
         f"{s['grid']}x{s['grid']} codes) into {s['shards_written']} new shards in {s['out']}; "
         f"{s['shards_present']} shards were already there; {s['unreadable']} unreadable images "
@@ -197,4 +201,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

@@ -16,8 +16,6 @@ from maskgil_jax import cli, configlib
 from maskgil_jax.interop.names import path_str
 from maskgil_jax.models.transformer import Transformer
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file",
-                                          lock_config=False)
 
 
 def report(model_config) -> tuple[list[str], int]:
@@ -41,7 +39,7 @@ def report(model_config) -> tuple[list[str], int]:
 
 def main(argv):
   del argv
-  config = configlib.finalize(_CONFIG.value)
+  config = configlib.finalize(flags.FLAGS.config)
   m = config.model
   rows, total = report(m)
   print(f"model: size {m.size}, layout {m.layout}, {m.n_layer} layers, dim {m.dim}, "
@@ -51,5 +49,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # defined only when run as a command: other modules a process imports define --config too
+  config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=False)
   flags.mark_flags_as_required(["config"])
   cli.run(main)

@@ -337,8 +337,8 @@ def _write_samples(config, state, tokenizer, step: int, workdir: epath.Path, log
   images = np.asarray(jax.device_get(decode.sample_grid(
       model, tokenizer, labels, jax.random.key(config.seed + 1), config)))
   if jax.process_index() == 0:
-    grid = metrics_lib.image_grid(images)
-    metrics_lib.write_png(workdir / "samples" / f"step_{step:08d}.png", grid)
+    grid = decode.image_grid(images)
+    decode.write_png(workdir / "samples" / f"step_{step:08d}.png", grid)
     logger.images(step, "samples", grid[None])
 
 

@@ -37,16 +37,17 @@ from maskgil_jax.models.vq import VQModel, load_tokenizer, reconstruct
 
 COMMANDS = ("reconstruct",)
 
-_CKPT = flags.DEFINE_string("ckpt", None,
-                            "tokenizer weights: LlamaGen .pt/.safetensors or our checkpoint")
-_IMAGES = flags.DEFINE_string("images", None, "folder of images, or .npz of uint8 NHWC images")
-_OUT = flags.DEFINE_string("out", None, "output .npz")
-_TOKENIZER = flags.DEFINE_string("tokenizer", "vq16",
-                                 f"tokenizer preset: {sorted(TOKENIZER_PRESETS)}")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 0, "centre-crop and resize to this size (0: keep)")
-_BATCH = flags.DEFINE_integer("batch_size", 16, "images per compiled call")
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment file (its tokenizer section)",
-                                          lock_config=False)
+def define_flags() -> None:
+  """The command's flags, defined only when it runs as a command (other modules a process may
+  import define `--config` and `--out` too)."""
+  flags.DEFINE_string("ckpt", None, "tokenizer weights: LlamaGen .pt/.safetensors or our checkpoint")
+  flags.DEFINE_string("images", None, "folder of images, or .npz of uint8 NHWC images")
+  flags.DEFINE_string("out", None, "output .npz")
+  flags.DEFINE_string("tokenizer", "vq16", f"tokenizer preset: {sorted(TOKENIZER_PRESETS)}")
+  flags.DEFINE_integer("image_size", 0, "centre-crop and resize to this size (0: keep)")
+  flags.DEFINE_integer("batch_size", 16, "images per compiled call")
+  config_flags.DEFINE_config_file("config", None, "experiment file (its tokenizer section)",
+                                  lock_config=False)
 
 
 def read_images(path: str | os.PathLike, image_size: int = 0) -> tuple[np.ndarray, list[str]]:
@@ -178,24 +179,24 @@ def main(argv):
   if len(argv) != 2 or argv[1] not in COMMANDS:
     raise ConfigError(f"usage: python -m maskgil_jax.vq reconstruct --ckpt CKPT --images PATH "
                       f"--out OUT.npz; got command {argv[1:]}")
-  for flag in (_CKPT, _IMAGES, _OUT):
-    if not flag.value:
-      raise ConfigError(f"--{flag.name} is required")
-  if _CONFIG.value is not None:
-    tokenizer = _CONFIG.value.tokenizer
-  elif _TOKENIZER.value in TOKENIZER_PRESETS:
-    tokenizer = tokenizer_config(_TOKENIZER.value)
+  f = flags.FLAGS
+  for name in ("ckpt", "images", "out"):
+    if not f[name].value:
+      raise ConfigError(f"--{name} is required")
+  if f.config is not None:
+    tokenizer = f.config.tokenizer
+  elif f.tokenizer in TOKENIZER_PRESETS:
+    tokenizer = tokenizer_config(f.tokenizer)
   else:
-    raise ConfigError(f"--tokenizer: {_TOKENIZER.value!r} unknown; "
-                      f"one of {sorted(TOKENIZER_PRESETS)}")
-  s = reconstruct_command(_CKPT.value, _IMAGES.value, _OUT.value, tokenizer, _IMAGE_SIZE.value,
-                          _BATCH.value)
+    raise ConfigError(f"--tokenizer: {f.tokenizer!r} unknown; one of {sorted(TOKENIZER_PRESETS)}")
+  s = reconstruct_command(f.ckpt, f.images, f.out, tokenizer, f.image_size, f.batch_size)
   print(f"codebook usage: {s['codes_used']} of {s['codebook_size']} codes "
         f"({100 * s['codebook_usage']:.2f}%)")
   print(f"PSNR: {s['psnr_mean']:.2f} dB (mean over {s['num_images']} images)")
   print(f"reconstructed {s['num_images']} images {s['image_size'][0]}x{s['image_size'][1]} -> "
-        f"{s['grid'][0]}x{s['grid'][1]} codes, written to {_OUT.value}")
+        f"{s['grid'][0]}x{s['grid'][1]} codes, written to {f.out}")
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

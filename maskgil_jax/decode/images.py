@@ -3,13 +3,13 @@ near-square grid the sample command and the trainer write as PNG.
 """
 from __future__ import annotations
 
+import io
 import math
-import os
-import pathlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 
 def to_uint8(images):
@@ -36,10 +36,14 @@ def image_grid(images: np.ndarray) -> np.ndarray:
   return canvas
 
 
-def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
-  """A uint8 [H, W, 3] image as PNG, written under a temporary name and renamed."""
+def write_png(path, image: np.ndarray) -> None:
+  """A uint8 [H, W, C] image as PNG at a local or cloud path (`gs://...` workdirs), written
+  under a temporary name and renamed, so a reader never sees half a file."""
   from PIL import Image
-  path = pathlib.Path(path)
-  tmp = path.with_name(f".{path.name}.tmp")
-  Image.fromarray(image).save(tmp, format="PNG")
-  os.replace(tmp, path)
+  path = epath.Path(path)
+  buffer = io.BytesIO()
+  Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(buffer, "PNG")
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.parent / f".{path.name}.tmp"
+  tmp.write_bytes(buffer.getvalue())
+  tmp.rename(path)

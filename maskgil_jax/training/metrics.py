@@ -7,9 +7,7 @@ timing adds no host sync), never over the compilation of the first step.
 """
 from __future__ import annotations
 
-import io
 import json
-import math
 import time
 
 import jax
@@ -101,26 +99,3 @@ class Throughput:
           out["perf/mfu"] = tflops / self.peak
     self.mark(step)
     return out
-
-
-def image_grid(images: np.ndarray) -> np.ndarray:
-  """uint8 [N, H, W, C] -> one [rows*H, cols*W, C] image, near-square, black padding."""
-  n, h, w, c = images.shape
-  cols = math.ceil(math.sqrt(n))
-  rows = math.ceil(n / cols)
-  grid = np.zeros((rows * h, cols * w, c), np.uint8)
-  for i, image in enumerate(images):
-    r, col = divmod(i, cols)
-    grid[r * h:(r + 1) * h, col * w:(col + 1) * w] = image
-  return grid
-
-
-def write_png(path: epath.Path, image: np.ndarray) -> None:
-  """Write a uint8 image as PNG (to a temporary name first, then renamed)."""
-  from PIL import Image
-  buffer = io.BytesIO()
-  Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(buffer, "PNG")
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.parent / (path.name + ".tmp")
-  tmp.write_bytes(buffer.getvalue())
-  tmp.rename(path)

@@ -110,7 +110,8 @@ def make_tokenizer_step(tx: optax.GradientTransformation, disc_tx: optax.Gradien
                         schedule: optax.Schedule, weights, *, ema_decay: float = 0.0) -> Callable:
   """The VQ step (LlamaGen `vq_train.py`): update the tokenizer on reconstruction, perceptual,
   adversarial and codebook losses, then the PatchGAN on the same reconstructions, each with its
-  own optimizer. The frozen LPIPS network (or None) is passed to the step."""
+  own optimizer; before `disc_start` the PatchGAN is not run at all (its parameters and moments
+  stay as they are). The frozen LPIPS network (or None) is passed to the step."""
   def train_step(state: TrainState, batch: dict, key, lpips=None):
     key = jax.random.fold_in(key, state.step)
     images = batch["image"]
@@ -137,14 +138,24 @@ def make_tokenizer_step(tx: optax.GradientTransformation, disc_tx: optax.Gradien
       return losses.discriminator_loss(nnx.merge(d_graphdef, p, d_rest), images,
                                        out["reconstructions"], step=state.step, weights=weights)
 
-    (disc_loss, disc_metrics), d_grads = jax.value_and_grad(d_loss, has_aux=True)(d_params)
-    d_params, d_opt_state, d_grad_norm, d_ok = apply_gradients(
-        d_params, d_grads, state.disc_opt_state, disc_tx, jnp.isfinite(disc_loss))
+    def disc_update(d_params, d_opt_state):
+      (disc_loss, disc_metrics), d_grads = jax.value_and_grad(d_loss, has_aux=True)(d_params)
+      d_params, d_opt_state, d_grad_norm, d_ok = apply_gradients(
+          d_params, d_grads, d_opt_state, disc_tx, jnp.isfinite(disc_loss))
+      return d_params, d_opt_state, {**disc_metrics, "disc_grad_norm": d_grad_norm}, d_ok
+
+    def disc_idle(d_params, d_opt_state):  # before disc_start: no forward, backward or update
+      zero = jnp.zeros((), jnp.float32)
+      metrics = dict(disc_loss=zero, logits_real=zero, logits_fake=zero, disc_grad_norm=zero)
+      return d_params, d_opt_state, metrics, jnp.ones((), bool)
+
+    d_params, d_opt_state, disc_metrics, d_ok = jax.lax.cond(
+        losses.discriminator_active(state.step, weights), disc_update, disc_idle, d_params,
+        state.disc_opt_state)
     new_state = state.replace(step=state.step + 1, params=model, opt_state=opt_state,
                               ema_params=ema, disc_params=nnx.merge(d_graphdef, d_params, d_rest),
                               disc_opt_state=d_opt_state)
     return new_state, {**out["metrics"], **disc_metrics, "grad_norm": grad_norm,
-                       "disc_grad_norm": d_grad_norm, "lr": schedule(state.step),
-                       "nonfinite": ~(ok & d_ok)}
+                       "lr": schedule(state.step), "nonfinite": ~(ok & d_ok)}
 
   return train_step

@@ -83,6 +83,11 @@ def adopt_weight(weight: float, step, start: int):
   return jnp.where(jnp.asarray(step) >= start, weight, 0.0).astype(jnp.float32)
 
 
+def discriminator_active(step, weights: "LossWeights"):
+  """Whether the adversarial terms count at `step` (traced): from `disc_start`, with weight."""
+  return (jnp.asarray(step) >= weights.disc_start) & (weights.disc_weight > 0)
+
+
 def adaptive_weight(nll_grad, gan_grad):
   """|nll_grad| / (|gan_grad| + 1e-4) clipped to [0, 1e4], as a constant."""
   w = jnp.linalg.norm(nll_grad) / (jnp.linalg.norm(gan_grad) + 1e-4)
@@ -107,17 +112,24 @@ def generator_loss(model, images, *, step, discriminator: PatchGANDiscriminator,
   def gan_of(r):
     return hinge_g_loss(discriminator(r))
 
-  nll, (rec, p) = nll_of(recon)
-  gan = gan_of(recon)
-  disc_factor = adopt_weight(weights.disc_weight, step, weights.disc_start)
-  if weights.disc_adaptive_weight:
-    fixed_recon, fixed_features = jax.lax.stop_gradient(recon), jax.lax.stop_gradient(features)
+  def adversarial(r):
+    """(generator hinge loss, adaptive weight): the discriminator's part of the update."""
+    gan = gan_of(r)
+    if not weights.disc_adaptive_weight:
+      return gan, jnp.ones((), jnp.float32)
+    fixed_recon, fixed_features = jax.lax.stop_gradient(r), jax.lax.stop_gradient(features)
     _, pull = jax.vjp(lambda w: last(fixed_features, w).astype(jnp.float32), last.weight[...])
-    nll_grad = pull(jax.grad(lambda r: nll_of(r)[0])(fixed_recon))[0]
+    nll_grad = pull(jax.grad(lambda x: nll_of(x)[0])(fixed_recon))[0]
     gan_grad = pull(jax.grad(gan_of)(fixed_recon))[0]
-    d_weight = adaptive_weight(nll_grad, gan_grad)
-  else:
-    d_weight = jnp.ones((), jnp.float32)
+    return gan, adaptive_weight(nll_grad, gan_grad)
+
+  nll, (rec, p) = nll_of(recon)
+  disc_factor = adopt_weight(weights.disc_weight, step, weights.disc_start)
+  # before `disc_start` the adversarial term has weight 0: skip the discriminator's forward and
+  # backward passes at run time (lax.cond) instead of computing them to multiply by zero
+  zero, one = jnp.zeros((), jnp.float32), jnp.ones((), jnp.float32)
+  gan, d_weight = jax.lax.cond(discriminator_active(step, weights), adversarial,
+                               lambda r: (zero, one), recon)
   loss = (nll + d_weight * disc_factor * gan + weights.codebook_weight * aux["vq_loss"]
           + aux["commit_loss"] + aux["entropy_loss"])
   metrics = dict(loss=loss, rec_loss=rec, perceptual_loss=p, gen_adv_loss=gan,
