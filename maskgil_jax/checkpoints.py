@@ -32,7 +32,9 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from maskgil_jax import __version__
-from maskgil_jax.interop.torch_io import CheckpointError
+from maskgil_jax.interop import vq_names
+from maskgil_jax.interop.torch_io import CheckpointError, load_state_dict
+from maskgil_jax.models.vq import TokenizerSpec, VQModel
 
 SUBDIR = "checkpoints"
 PARAM_LAYOUT = "stacked_layers"  # every layer parameter carries a leading `layers` axis
@@ -321,6 +323,24 @@ def restore_tokenizer(directory: str | os.PathLike, abstract_module):
   if config.get("task", "tokenizer") != "tokenizer":
     raise CheckpointError(f"{directory}: is a {config.task!r} run, not a tokenizer")
   return restore_params(directory, abstract_module)
+
+
+def load_tokenizer(path: str | os.PathLike, tokenizer_config):
+  """The tokenizer `tokenizer_config` describes, with weights from one of our checkpoints (a
+  directory) or a LlamaGen `.pt` / `.safetensors` file (`{"model": sd}` or a bare state dict).
+
+  Every key and shape is checked; a mismatch raises CheckpointError naming each missing,
+  unexpected and mis-shaped entry. Lives here, beside the orbax side, so that `models/` never
+  imports checkpoint formats.
+  """
+  path = epath.Path(path)
+  spec = TokenizerSpec.from_config(tokenizer_config)
+  abstract = nnx.eval_shape(lambda: VQModel(spec, rngs=nnx.Rngs(0)))
+  if path.is_dir():
+    return restore_tokenizer(path, abstract)
+  if not path.exists():
+    raise CheckpointError(f"{path}: no such file or directory")
+  return vq_names.import_vq_state_dict(abstract, load_state_dict(path), source=str(path))
 
 
 def _tuples(x):

@@ -105,7 +105,7 @@ def run(args) -> None:
 
   start = time.time()
   config = configlib.finalize(gen_config)
-  tokenizer = vq.load_tokenizer(str(tok_dir), config.tokenizer)
+  tokenizer = checkpoints.load_tokenizer(tok_dir, config.tokenizer)
   abstract = nnx.eval_shape(lambda: Transformer(config.model, rngs=nnx.Rngs(0)))
   model = checkpoints.restore_params(gen_dir, abstract)
   settings = DecodeSettings.from_config(config.decode)

@@ -37,7 +37,8 @@ from maskgil_jax.data import code_shards, preprocess
 from maskgil_jax.data.pipelines import check_data
 from maskgil_jax.data.skipping import Unreadable
 from maskgil_jax.data.sources import open_image_source
-from maskgil_jax.models.vq import VQModel, encode, load_tokenizer
+from maskgil_jax.checkpoints import load_tokenizer
+from maskgil_jax.models.vq import VQModel, encode
 from maskgil_jax.parallel import mesh as mesh_lib
 
 logger = logging.getLogger(__name__)

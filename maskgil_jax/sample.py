@@ -52,7 +52,8 @@ from maskgil_jax.evaluation.image_sets import NpzImages
 from maskgil_jax.evaluation.sample_store import SampleStore, SampleStoreError
 from maskgil_jax.interop import gpt_names, names, torch_io
 from maskgil_jax.models.transformer import Transformer
-from maskgil_jax.models.vq import TokenizerSpec, load_tokenizer
+from maskgil_jax.checkpoints import load_tokenizer
+from maskgil_jax.models.vq import TokenizerSpec
 from maskgil_jax.parallel.mesh import (BATCH_AXES, batch_sharding, batch_shards, global_batch,
                                        initialize_distributed, make_mesh)
 from maskgil_jax.parallel.rules import axis_rules, make_rules, param_shardings

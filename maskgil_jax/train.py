@@ -158,7 +158,7 @@ def load_frozen_tokenizer(config, abstract_only: bool):
     return nnx.eval_shape(lambda: vq.VQModel(config.tokenizer, rngs=nnx.Rngs(0)))
   if not config.tokenizer.ckpt:
     return None
-  return vq.load_tokenizer(config.tokenizer.ckpt, config.tokenizer)
+  return checkpoints.load_tokenizer(config.tokenizer.ckpt, config.tokenizer)
 
 
 class Preemption:

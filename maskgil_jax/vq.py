@@ -33,7 +33,8 @@ from maskgil_jax import cli
 from maskgil_jax.configlib import ConfigError, TOKENIZER_PRESETS, tokenizer_config
 from maskgil_jax.data.preprocess import UnreadableImage, center_crop, decode_image, to_model_range
 from maskgil_jax.data.sources import IMAGE_EXTENSIONS
-from maskgil_jax.models.vq import VQModel, load_tokenizer, reconstruct
+from maskgil_jax.checkpoints import load_tokenizer
+from maskgil_jax.models.vq import VQModel, reconstruct
 
 COMMANDS = ("reconstruct",)
 

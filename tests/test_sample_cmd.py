@@ -16,7 +16,8 @@ from PIL import Image
 from maskgil_jax import checkpoints, configlib, sample
 from maskgil_jax.decode import generate_tokens, sample_grid
 from maskgil_jax.interop import torch_io, vq_names
-from maskgil_jax.models.vq import VQModel, load_tokenizer
+from maskgil_jax.checkpoints import load_tokenizer
+from maskgil_jax.models.vq import VQModel
 
 MASKGIL = ["--config", "tiny:maskgil_reference", "--decode", "mar", "--batch-size", "4"]
 

@@ -1,6 +1,5 @@
 """The tokenizer's train step runs the PatchGAN only from `disc_start` on."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 

@@ -13,7 +13,6 @@ Use:
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -304,37 +303,3 @@ def record_usage(model: VQModel, codebook_used) -> VQModel:
 
 def count_params(model) -> int:
   return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-
-
-def load_tokenizer(ckpt_path, tokenizer_config) -> VQModel:
-  """A VQModel with weights from a LlamaGen `.pt` / `.safetensors` file (`{"model": sd}` or a
-  bare state dict) or, for a directory, one of our orbax checkpoints.
-
-  Every key and shape is checked against `tokenizer_config`; a mismatch raises
-  `interop.torch_io.CheckpointError` naming each missing, unexpected and mis-shaped entry.
-  """
-  from maskgil_jax.interop import vq_names  # interop imports models, not the reverse, at import
-  from maskgil_jax.interop.torch_io import CheckpointError, load_state_dict
-
-  path = pathlib.Path(ckpt_path)
-  spec = TokenizerSpec.from_config(tokenizer_config)
-  abstract = nnx.eval_shape(lambda: VQModel(spec, rngs=nnx.Rngs(0)))
-  if path.is_dir():
-    return _load_orbax_tokenizer(path, abstract)
-  if not path.exists():
-    raise CheckpointError(f"{path}: no such file or directory")
-  return vq_names.import_vq_state_dict(abstract, load_state_dict(path), source=str(path))
-
-
-def _load_orbax_tokenizer(path: pathlib.Path, abstract: VQModel) -> VQModel:
-  """Our own checkpoints are restored by `maskgil_jax.checkpoints` (shared by every command)."""
-  from maskgil_jax.interop.torch_io import CheckpointError
-  try:
-    from maskgil_jax import checkpoints
-    restore = checkpoints.restore_tokenizer
-  except (ImportError, AttributeError) as e:
-    raise CheckpointError(
-        f"{path}: is a directory; orbax tokenizer checkpoints are restored through "
-        f"maskgil_jax.checkpoints.restore_tokenizer, which is not available ({e}). Pass a "
-        "LlamaGen .pt or .safetensors file instead.") from e
-  return restore(path, abstract)
