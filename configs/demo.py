@@ -43,6 +43,7 @@ def get_config(stage: str = "generator"):
   c.model.num_classes = 10
   c.model.token_dropout = c.model.resid_dropout = c.model.ffn_dropout = 0.0
   c.model.remat_policy = "none"  # tiny activations: recomputing them only costs time
+  c.model.scan_layers = False  # 4 layers unrolled run ~20% faster than lax.scan on a CPU
 
   c.optim.lr = 1e-3
   c.optim.schedule = "warmup_cosine"
@@ -50,7 +51,8 @@ def get_config(stage: str = "generator"):
   c.optim.min_lr_ratio = 0.1
   c.optim.weight_decay = 0.0
   c.batch_size = 64
-  c.total_steps = 600 if stage == "tokenizer" else 1500
+  # sized to finish both stages, sampling and judging in about 13 minutes on 2 CPU cores
+  c.total_steps = 200 if stage == "tokenizer" else 800
 
   c.decode.steps = 8
   c.decode.cfg_scale = 2.0

@@ -5,6 +5,7 @@ reported as `error: <what is wrong>` with exit status 2, not as a traceback.
 """
 from __future__ import annotations
 
+import logging
 import sys
 
 from absl import app
@@ -25,3 +26,16 @@ def run(main) -> None:
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
   app.run(guarded)
+
+
+class _LibraryChatter(logging.Filter):
+  """Drops INFO lines of the checkpointing library (a dozen per save or restore), keeping its
+  warnings and every line of our own."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
+
+
+def quiet_library_logs() -> None:
+  """Keep the log readable: our progress and metric lines, not orbax's bookkeeping."""
+  logging.getLogger("absl").addFilter(_LibraryChatter())

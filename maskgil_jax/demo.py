@@ -146,6 +146,7 @@ def run(args) -> None:
 def main(argv=None) -> int:
   args = parse_args(argv)
   logging.set_verbosity(logging.INFO)
+  cli.quiet_library_logs()
   try:
     run(args)
   except (*cli.USER_ERRORS, train.TrainingError) as e:

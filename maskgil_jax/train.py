@@ -350,6 +350,7 @@ def main(argv) -> None:
   flag = flags.FLAGS
   if flag.config is None or not flag.workdir:
     raise app.UsageError("--config and --workdir are required")
+  cli.quiet_library_logs()
   mesh_lib.initialize_distributed(flag.config.mesh.distributed)  # before JAX touches a device
   if not flag.memory_report and jax.process_index() == 0 and "://" not in flag.workdir:
     prepare_workdir(flag.workdir)  # a readable log beside the metrics (local workdirs)

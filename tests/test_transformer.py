@@ -17,7 +17,8 @@ def model(layout="maskgil", seed=0, **model_overrides):
   m = Transformer(configlib.finalize(c).model, rngs=nnx.Rngs(seed))
   # the output layer starts at zero (LlamaGen); give it values so logits carry information
   w = m.output.weight
-  w.set_value(0.02 * jax.random.normal(jax.random.key(seed + 1), w.get_value().shape))
+  w.set_value((0.02 * jax.random.normal(jax.random.key(seed + 1), w.get_value().shape)).astype(
+      w.get_value().dtype))
   return m
 
 
@@ -120,6 +121,10 @@ def test_bfloat16_compute_is_close_to_fp32():
   assert b.dtype == jnp.float32
   assert jax.tree.leaves(nnx.state(m16))[0].dtype == jnp.float32  # fp32 master weights
   assert np.abs(a - b).max() < 0.05 * np.abs(a).max() + 1e-3
+  m_bf16 = model("maskgil", dtype="bfloat16", param_dtype="bfloat16")
+  assert {x.dtype for x in jax.tree.leaves(nnx.state(m_bf16, nnx.Param))} == {jnp.dtype(jnp.bfloat16)}
+  c = jax.jit(lambda m: m.mar_logits(TOKENS, LABELS))(m_bf16)
+  assert np.isfinite(c).all() and np.abs(c - a).max() < 0.05 * np.abs(a).max() + 1e-3
 
 
 def test_layout_rope_rows():

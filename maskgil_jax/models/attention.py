@@ -15,14 +15,15 @@ from maskgil_jax.models.layers import Linear, RMSNorm
 
 class Attention(nnx.Module):
   def __init__(self, dim: int, n_head: int, n_kv_head: int, *, qk_norm: bool, norm_eps: float,
-               init_std: float, rngs: nnx.Rngs):
+               init_std: float, param_dtype=jnp.float32, rngs: nnx.Rngs):
     self.n_head, self.n_kv_head, self.head_dim = n_head, n_kv_head, dim // n_head
     qkv_dim = (n_head + 2 * n_kv_head) * self.head_dim
-    self.wqkv = Linear(dim, qkv_dim, ("embed", "qkv"), std=init_std, rngs=rngs)
-    self.wo = Linear(n_head * self.head_dim, dim, ("heads", "embed"), std=init_std, rngs=rngs)
+    p = dict(std=init_std, param_dtype=param_dtype, rngs=rngs)
+    self.wqkv = Linear(dim, qkv_dim, ("embed", "qkv"), **p)
+    self.wo = Linear(n_head * self.head_dim, dim, ("heads", "embed"), **p)
     if qk_norm:  # per-head RMSNorm of q and k before RoPE (Chameleon / MaskGIL paper)
-      self.q_norm = RMSNorm(self.head_dim, norm_eps, "head_dim")
-      self.k_norm = RMSNorm(self.head_dim, norm_eps, "head_dim")
+      self.q_norm = RMSNorm(self.head_dim, norm_eps, "head_dim", param_dtype)
+      self.k_norm = RMSNorm(self.head_dim, norm_eps, "head_dim", param_dtype)
     else:
       self.q_norm = self.k_norm = None
 

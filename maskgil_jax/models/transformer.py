@@ -34,10 +34,12 @@ def dropout(x, rate: float, key):
 class FeedForward(nnx.Module):
   """SwiGLU: w2(silu(w1 x) * w3 x)."""
 
-  def __init__(self, dim: int, hidden: int, init_std: float, *, rngs: nnx.Rngs):
-    self.w1 = Linear(dim, hidden, ("embed", "mlp"), std=init_std, rngs=rngs)
-    self.w3 = Linear(dim, hidden, ("embed", "mlp"), std=init_std, rngs=rngs)
-    self.w2 = Linear(hidden, dim, ("mlp", "embed"), std=init_std, rngs=rngs)
+  def __init__(self, dim: int, hidden: int, init_std: float, *, param_dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    p = dict(std=init_std, param_dtype=param_dtype, rngs=rngs)
+    self.w1 = Linear(dim, hidden, ("embed", "mlp"), **p)
+    self.w3 = Linear(dim, hidden, ("embed", "mlp"), **p)
+    self.w2 = Linear(hidden, dim, ("mlp", "embed"), **p)
 
   def __call__(self, x):
     h = jax.nn.silu(self.w1(x)) * self.w3(x)
@@ -49,11 +51,14 @@ class Block(nnx.Module):
   Post-norm (MaskGIL paper): h = x + norm(attn(x)); out = h + norm(ffn(h))."""
 
   def __init__(self, m, *, rngs: nnx.Rngs):
+    pd = jnp.dtype(m.param_dtype)
     self.attention = Attention(m.dim, m.n_head, m.n_kv_head, qk_norm=m.qk_norm,
-                               norm_eps=m.norm_eps, init_std=m.init_std, rngs=rngs)
-    self.feed_forward = FeedForward(m.dim, ffn_hidden_dim(m), m.init_std, rngs=rngs)
-    self.attention_norm = RMSNorm(m.dim, m.norm_eps)
-    self.ffn_norm = RMSNorm(m.dim, m.norm_eps)
+                               norm_eps=m.norm_eps, init_std=m.init_std, param_dtype=pd,
+                               rngs=rngs)
+    self.feed_forward = FeedForward(m.dim, ffn_hidden_dim(m), m.init_std, param_dtype=pd,
+                                    rngs=rngs)
+    self.attention_norm = RMSNorm(m.dim, m.norm_eps, param_dtype=pd)
+    self.ffn_norm = RMSNorm(m.dim, m.norm_eps, param_dtype=pd)
     self.post_norm = m.norm_placement == "post"
     self.rates = (float(m.attn_dropout), float(m.resid_dropout), float(m.ffn_dropout))
 
@@ -90,16 +95,18 @@ class Transformer(nnx.Module):
     self.token_dropout = float(m.token_dropout)
     self.n_layer, self.n_kv_head, self.head_dim = m.n_layer, m.n_kv_head, m.dim // m.n_head
     table_rows, out_classes = vocab_rows(m)
+    pd = jnp.dtype(m.param_dtype)  # fp32 master weights unless a config says otherwise
+    emb = dict(std=m.init_std, param_dtype=pd, rngs=rngs)
     if m.layout == "maskgil_reference":
-      self.tok_emb = Embedding(table_rows, m.dim, std=m.init_std, rngs=rngs)
+      self.tok_emb = Embedding(table_rows, m.dim, **emb)
     else:
-      self.cls_embedding = nnx.Dict(embedding_table=Embedding(
-          m.num_classes + 1, m.dim, std=m.init_std, rngs=rngs))
-      self.tok_embeddings = Embedding(table_rows, m.dim, std=m.init_std, rngs=rngs)
+      self.cls_embedding = nnx.Dict(embedding_table=Embedding(m.num_classes + 1, m.dim, **emb))
+      self.tok_embeddings = Embedding(table_rows, m.dim, **emb)
     self.layers = _stack_layers(m, rngs)
-    self.norm = RMSNorm(m.dim, m.norm_eps)
+    self.norm = RMSNorm(m.dim, m.norm_eps, param_dtype=pd)
     # zero-initialised like LlamaGen: every class starts equally likely
-    self.output = Linear(m.dim, out_classes, ("embed", "vocab"), zero=True, rngs=rngs)
+    self.output = Linear(m.dim, out_classes, ("embed", "vocab"), zero=True, param_dtype=pd,
+                         rngs=rngs)
 
   # ---- the layer stack ------------------------------------------------------------------
   def _run_layers(self, h, cos, sin, mask, key, cache=None, cache_start=None):

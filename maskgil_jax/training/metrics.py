@@ -33,7 +33,7 @@ class JsonLines:
     self.lines.append(line)
     tmp = self.path.parent / (self.path.name + ".tmp")
     tmp.write_text("".join(self.lines))
-    tmp.rename(self.path)
+    tmp.replace(self.path)
 
 
 def read_jsonl(path) -> list[dict]:
