@@ -14,9 +14,10 @@ TPU_NAME=$1
 ZONE=$2
 REPO_DIR=${REPO_DIR:-maskgil_jax}
 cd "$(dirname "$0")/.."
-tar --exclude=.git --exclude='__pycache__' -czf /tmp/maskgil_jax_src.tgz .
-gcloud compute tpus tpu-vm scp /tmp/maskgil_jax_src.tgz "$TPU_NAME":/tmp/ --zone "$ZONE" --worker=all
+ARCHIVE=$(mktemp -d)/maskgil_jax_src.tgz
+tar --exclude=.git --exclude='__pycache__' -czf "$ARCHIVE" .
+gcloud compute tpus tpu-vm scp "$ARCHIVE" "$TPU_NAME":maskgil_jax_src.tgz --zone "$ZONE" --worker=all
 gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE" --worker=all --command "
-  set -e; mkdir -p ~/$REPO_DIR && tar -xzf /tmp/maskgil_jax_src.tgz -C ~/$REPO_DIR &&
+  set -e; mkdir -p ~/$REPO_DIR && tar -xzf ~/maskgil_jax_src.tgz -C ~/$REPO_DIR &&
   cd ~/$REPO_DIR && python3 -m pip install -q -e . 'jax[tpu]>=0.10,<0.11'"
 echo "tpu_setup: $TPU_NAME ready (~/$REPO_DIR on every worker)"
