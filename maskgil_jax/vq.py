@@ -34,6 +34,7 @@ from maskgil_jax.configlib import ConfigError, TOKENIZER_PRESETS, tokenizer_conf
 from maskgil_jax.data.preprocess import UnreadableImage, center_crop, decode_image, to_model_range
 from maskgil_jax.data.sources import IMAGE_EXTENSIONS
 from maskgil_jax.checkpoints import load_tokenizer
+from maskgil_jax.evaluation.image_sets import write_npz
 from maskgil_jax.models.vq import VQModel, reconstruct
 
 COMMANDS = ("reconstruct",)
@@ -130,17 +131,6 @@ def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   mse = np.mean(np.square(a.astype(np.float64) - b.astype(np.float64)), axis=(1, 2, 3))
   with np.errstate(divide="ignore"):
     return (10.0 * np.log10(255.0 ** 2 / mse)).astype(np.float32)
-
-
-def write_npz(path: pathlib.Path, arrays: dict) -> None:
-  """Write atomically: a temp file beside `path`, renamed over it when complete."""
-  tmp = path.with_name(path.name + ".tmp")
-  try:
-    with open(tmp, "wb") as f:
-      np.savez(f, **arrays)
-    os.replace(tmp, path)
-  finally:
-    tmp.unlink(missing_ok=True)
 
 
 def reconstruct_command(ckpt: str, images_path: str, out: str, tokenizer, image_size: int = 0,

@@ -20,7 +20,7 @@ import numpy as np
 
 from maskgil_jax.evaluation.features import Features
 from maskgil_jax.evaluation.fid import feature_statistics
-from maskgil_jax.evaluation.image_sets import npz_members
+from maskgil_jax.evaluation.image_sets import npz_members, write_npz
 from maskgil_jax.models.inception import POOL3_DIM, SPATIAL_DIM
 
 
@@ -93,10 +93,4 @@ def write_statistics(path: str | os.PathLike, stats: SetStatistics) -> None:
   arrays = {k: getattr(stats, k) for k in ("mu", "sigma", "mu_s", "sigma_s", "pool3")
             if getattr(stats, k) is not None}
   arrays["meta"] = np.array(json.dumps(stats.meta, sort_keys=True))
-  tmp = path.with_name(f".{path.name}.tmp")
-  try:
-    with open(tmp, "wb") as f:
-      np.savez(f, **arrays)
-    os.replace(tmp, path)
-  finally:
-    tmp.unlink(missing_ok=True)
+  write_npz(path, arrays)
