@@ -2,7 +2,7 @@
 
 Adam lr 1e-4 (betas 0.9, 0.95, no weight decay), grad clip 1.0, batch 128, 40 ImageNet epochs,
 bf16 compute; L2 + LPIPS + codebook + 0.25 commitment, PatchGAN hinge loss weight 0.5 from step
-20,000 (MASKGIL_FACTS.md section 5). LPIPS needs VGG16 + LPIPS head weights (never downloaded).
+20,000 (docs/reference.md section 5). LPIPS needs VGG16 + LPIPS head weights (never downloaded).
 
   python -m maskgil_jax.train --config configs/vq16.py --workdir WORKDIR \
       --config.data.tfds_data_dir=TFDS_DIR \

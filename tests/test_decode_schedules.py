@@ -8,8 +8,8 @@ from maskgil_jax.decode import schedules
 
 
 @pytest.mark.parametrize("name, expected", [
-    ("arccos", [1, 18, 26, 32, 38, 43, 48, 50]),   # MASKGIL_FACTS.md section 6
-    ("cosine", [1, 12, 22, 32, 41, 47, 51, 50]),   # MASKGIL_FACTS.md section 6
+    ("arccos", [1, 18, 26, 32, 38, 43, 48, 50]),   # docs/reference.md section 6
+    ("cosine", [1, 12, 22, 32, 41, 47, 51, 50]),   # docs/reference.md section 6
     ("linear", [1, 9, 18, 27, 37, 46, 55, 63]),    # round(64 * j/7), zero raised, last the rest
 ])
 def test_reference_counts_for_eight_steps_over_256_tokens(name, expected):

@@ -65,7 +65,7 @@ def test_mar_loss_masks_with_the_mask_token_and_scores_the_chosen_positions(loss
   per_token = np.asarray(objectives.cross_entropy(logits, jnp.asarray(codes), 0.1))
   expected = per_token[masked].mean() if loss_on == "masked" else per_token.mean()
   assert float(loss) == pytest.approx(float(expected), rel=1e-5)
-  hits = np.argmax(logits, -1) == codes
+  hits = np.argmax(np.asarray(logits), -1) == codes
   assert float(metrics["accuracy"]) == pytest.approx(hits[masked].mean(), rel=1e-5)
   assert float(metrics["mask_ratio"]) == pytest.approx(masked.mean(), rel=1e-6)
 

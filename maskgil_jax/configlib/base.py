@@ -2,7 +2,7 @@
 
 Sections: model, tokenizer, data, objective, optim, mesh, decode, ckpt, log, plus `task`,
 `seed`, `total_steps`, `batch_size`. One function per section so each stays short; the values
-are LlamaGen / MaskGIL defaults (MASKGIL_FACTS.md section 5).
+are LlamaGen / MaskGIL defaults (docs/reference.md section 5).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Training recipes of the class-conditional ImageNet 256 generators (MASKGIL_FACTS.md section 5).
+"""Training recipes of the class-conditional ImageNet 256 generators (docs/reference.md section 5).
 
 `maskgil(size)` is the MaskGIL recipe (MAR objective on the paper's block: 2D RoPE, QK-norm,
 post-norm; images tokenized on the fly by a frozen VQ-16), `llamagen(size)` the LlamaGen AR

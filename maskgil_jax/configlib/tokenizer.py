@@ -2,7 +2,7 @@
 
 The `tokenizer` section describes the network (read by `maskgil_jax.models.vq.VQModel`) and,
 under `tokenizer.loss`, the training objective (read by `maskgil_jax.training.tokenizer_losses`;
-defaults are LlamaGen's `vq_train.py`, MASKGIL_FACTS.md section 5).
+defaults are LlamaGen's `vq_train.py`, docs/reference.md section 5).
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Start from a grid of MASK tokens (or a partly filled one). Each of the `steps` iterations runs
 one bidirectional forward pass (the batch doubled for classifier-free guidance), samples a token
 at every position, scores it by its log-probability plus annealed Gumbel noise, and commits the
-k most confident still-masked positions, k from the mask schedule (MASKGIL_FACTS.md section 6).
+k most confident still-masked positions, k from the mask schedule (docs/reference.md section 6).
 A committed position is never re-masked, and after the last step every position is committed.
 Shapes are fixed throughout; k only moves a threshold on per-row confidence ranks, so one
 compiled program serves any number of pre-filled tokens per sample.

@@ -4,7 +4,7 @@ A schedule maps progress r in [0, 1] to the fraction of tokens that are masked (
 gamma, in the convention of the MaskGIL code): training draws r ~ U(0, 1) per sample and masks
 each token with probability `mask_ratio(name, r)`; decoding with T steps evaluates it at
 r = linspace(1, 0, T) and turns the values into a number of tokens committed per step
-(MASKGIL_FACTS.md section 6: 8 arccos steps over 256 tokens commit 1, 18, 26, 32, 38, 43, 48, 50).
+(docs/reference.md section 6: 8 arccos steps over 256 tokens commit 1, 18, 26, 32, 38, 43, 48, 50).
 """
 from __future__ import annotations
 
