@@ -11,19 +11,31 @@ def read_requirements():
   return [l.split("#")[0].strip() for l in lines if l.split("#")[0].strip()]
 
 
+JAX = "jax>=0.10,<0.11"  # the accelerator extras pin the same JAX as the core
+TORCH = "torch>=2.4"  # reading PyTorch .pt/.pth files (LlamaGen weights, Inception .pth)
+TENSORFLOW = ["tensorflow-cpu>=2.20,<2.22"]  # TFDS dataset preparation (tfds build)
+
 setup(
     name="maskgil_jax",
     version="0.1.0",
     description="MaskGIL and LlamaGen image generators in JAX/Flax NNX.",
     long_description=(ROOT / "README.md").read_text(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
-    packages=find_packages(include=["maskgil_jax", "maskgil_jax.*"]),
+    python_requires=">=3.11",  # jax, flax and orbax need it
+    packages=find_packages(include=["maskgil_jax", "maskgil_jax.*"]) + ["maskgil_jax.configs"],
+    # the experiment files, so `--config maskgil_b` works after a non-editable install
+    package_dir={"maskgil_jax.configs": "configs"},
     package_data={"maskgil_jax.data": ["demo/*.npz", "demo/*.md"]},
     install_requires=read_requirements(),
     extras_require={
-        # torch 2.13.0 CPU is the build the parity fixtures were made with; an open range would
-        # pull a multi-GB CUDA build on machines that have no local wheel.
-        "test": ["pytest>=8", "torch==2.13.0"],
+        "tpu": [JAX.replace("jax", "jax[tpu]", 1)],
+        "cuda": [JAX.replace("jax", "jax[cuda12]", 1)],
+        "torch": [TORCH],
+        "tfds": TENSORFLOW,
+        # What the tests need, pinned to what they are known to pass with: pytest 8 and 9
+        # (9.2.0 measured); torch 2.13.0, the CPU build the reference fixtures were made with
+        # (an open range pulls a multi-GB CUDA build where no local wheel exists); TensorFlow
+        # for the TFDS mock-data test and the TF1 resize check of the FID preprocessing.
+        "test": ["pytest>=8,<10", "torch==2.13.0", *TENSORFLOW],
     },
 )

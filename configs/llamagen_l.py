@@ -11,7 +11,7 @@ On a TPU pod (every worker runs the same command; restart it after a preemption)
 
   launch/tpu_pod.sh TPU_NAME ZONE configs/llamagen_l.py gs://BUCKET/runs/llamagen_l
 
-Memory per device without running: add --memory_report.
+Memory per device without running: add --memory-report.
 """
 from maskgil_jax.configlib import recipes
 

@@ -1,41 +1,211 @@
-"""What every command-line entry point shares: a clean one-line error for bad input.
+"""The one command shell every `python -m maskgil_jax.<command>` shares.
 
-A wrong path, a corrupt checkpoint or a bad config value is the user's to fix, so it is
-reported as `error: <what is wrong>` with exit status 2, not as a traceback.
+- **One flag style.** Flags are spelled `--kebab-case`. An experiment is `--config FILE[:arg]`
+  (a path, or the name of a config shipped with the package, `maskgil_b`), and any field is
+  overridden with `--config.a.b=value` (also `--config.a.b value`); commands that read a second
+  model take `--ar-config` the same way.
+- **One error path.** Every mistake the user can fix derives from `errors.UserError` (config
+  fields, paths, checkpoints, data, existing outputs); `run` prints it as one `error:` line and
+  exits with status 2. A bad or missing flag is reported the same way (argparse's two-line
+  usage dump is replaced by one line that points at `--help`).
+- **Nothing overwritten.** `check_new_output` refuses an existing output unless `--overwrite`
+  is given, before any work is done; writers go through a temporary name and rename.
+- **Readable logs.** The terminal shows our notices (`notice`) and warnings as plain lines;
+  the checkpointing library's routine chatter is dropped.
 """
 from __future__ import annotations
 
+import argparse
 import logging
+import os
+import pathlib
 import sys
+from collections.abc import Callable, Sequence
 
-from absl import app
+from maskgil_jax.errors import OutputExistsError, UserError  # noqa: F401 (re-exported)
 
-from maskgil_jax.configlib import ConfigError
-from maskgil_jax.interop.torch_io import CheckpointError
-
-USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, NotADirectoryError,
-               PermissionError)
+# OS errors that mean "the path you gave is wrong": reported like any other user error
+PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
+               FileExistsError)
 
 
-def run(main) -> None:
-  """absl `app.run(main)`, with user errors printed as one line and exit status 2."""
-  def guarded(argv):
-    try:
-      return main(argv)
-    except USER_ERRORS as e:
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(2)
-  app.run(guarded)
+class Parser(argparse.ArgumentParser):
+  """argparse with the shell's conventions: one-line errors and `--config` overrides."""
+
+  def __init__(self, command: str, description: str, *, config: str | None = None,
+               override_prefixes: Sequence[str] = (), usage: str | None = None):
+    """`config`: None (no `--config`), 'required' or 'optional'. `override_prefixes`: extra
+    prefixes besides `config` whose `--prefix.a.b=v` items are collected (e.g. `ar-config`)."""
+    prog = f"python -m maskgil_jax.{command}"
+    super().__init__(prog=prog, description=description, usage=usage and f"{prog} {usage}",
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    self.prefixes = (("config",) if config else ()) + tuple(override_prefixes)
+    if config:
+      self.add_argument("--config", required=config == "required", metavar="FILE[:ARG]",
+                        help="experiment file (configs/x.py[:arg]) or a shipped config's name; "
+                             "--config.a.b=value overrides a field")
+
+  def error(self, message: str):  # argparse's hook for bad flags
+    raise UsageError(f"{message} (see {self.prog} --help)")
+
+  def parse(self, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Flags, plus `<prefix>_overrides` lists of 'a.b=value' for each override prefix."""
+    args, rest = self.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    found = {p: [] for p in self.prefixes}
+    items = iter(rest)
+    for item in items:
+      prefix = next((p for p in self.prefixes if item.startswith(f"--{p}.")), None)
+      if prefix is None:
+        self.error(f"unrecognized argument {item!r}")
+      key = item[len(prefix) + 3:]
+      if "=" not in key:  # `--config.a.b value`
+        value = next(items, None)
+        if value is None or value.startswith("--"):
+          self.error(f"{item} needs a value: {item}=VALUE")
+        key = f"{key}={value}"
+      found[prefix].append(key)
+    for p, overrides in found.items():
+      setattr(args, f"{p.replace('-', '_')}_overrides", overrides)
+    return args
+
+
+class UsageError(UserError):
+  """A flag that is missing, unknown or malformed."""
+
+
+def load_config(args: argparse.Namespace, prefix: str = "config"):
+  """The experiment named by `--<prefix>` with its overrides applied (not finalized)."""
+  from maskgil_jax import configlib  # heavy-ish; only commands with a config need it
+  attr = prefix.replace("-", "_")
+  return configlib.load_config(getattr(args, attr), getattr(args, f"{attr}_overrides"))
+
+
+def check_new_output(path, flag: str = "--out", *, overwrite: bool = False,
+                     what: str = "file") -> pathlib.Path:
+  """`path` as a Path, once it is known that writing it loses nothing: it does not exist (or
+  `overwrite` was given) and its folder exists or can be made. Called before any work."""
+  if "://" in str(path):  # object stores: existence checks are the writer's job
+    return path
+  path = pathlib.Path(path)
+  if path.exists() and not overwrite:
+    raise OutputExistsError(f"{flag} {path} exists; choose another {what} or pass --overwrite")
+  if path.exists() and path.is_dir() != (what == "folder"):
+    raise UsageError(f"{flag} {path} is a {'folder' if path.is_dir() else 'file'}, "
+                     f"not a {what}")
+  parent = path.parent
+  for p in (parent, *parent.parents):
+    if p.exists():
+      if not p.is_dir():
+        raise UsageError(f"{flag} {path}: {p} is a file, not a folder")
+      if not os.access(p, os.W_OK):
+        raise UsageError(f"{flag} {path}: {p} is not writable")
+      break
+  return path
+
+
+def run(main: Callable[[Sequence[str] | None], int | None],
+        argv: Sequence[str] | None = None) -> int:
+  """Runs a command's `main(argv)`; a user error becomes one `error:` line and status 2."""
+  setup_logging()
+  try:
+    code = main(argv)
+  except UserError as e:
+    return _error(str(e))
+  except PATH_ERRORS as e:
+    return _error(f"{e.filename}: {e.strerror}" if getattr(e, "filename", None) else str(e))
+  except KeyboardInterrupt:
+    return _error("interrupted", 130)
+  return int(code or 0)
+
+
+def _error(message: str, code: int = 2) -> int:
+  print(f"error: {' '.join(message.split())}", file=sys.stderr, flush=True)
+  return code
+
+
+def is_primary() -> bool:
+  """Process 0 (or a process that has not started JAX's runtime yet)."""
+  import jax
+  return jax.process_index() == 0
+
+
+def notice(message: str, *args) -> None:
+  """A line the person running the command should see: on the terminal of process 0 and in
+  the log file, if one is open."""
+  from absl import logging as absl_logging
+  text = message % args if args else message
+  absl_logging.info("%s", text)
+  if is_primary():
+    print(text, file=sys.stderr, flush=True)
+
+
+def summary(message: str, *args) -> None:
+  """A command's closing line: on stdout of process 0 and in the log file."""
+  from absl import logging as absl_logging
+  text = message % args if args else message
+  absl_logging.info("%s", text)
+  if is_primary():
+    print(text, flush=True)
+
+
+# ---- logging -----------------------------------------------------------------------------------
+_ROUTINE = ("read only", "read-only", "readonly")  # orbax's warnings on every restore
 
 
 class _LibraryChatter(logging.Filter):
-  """Drops INFO lines of the checkpointing library (a dozen per save or restore), keeping its
-  warnings and every line of our own."""
+  """Drops INFO lines of the checkpointing library (a dozen per save or restore) and its
+  routine warnings (two 'read only' notes per restore), keeping every line of our own."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
+    if "/orbax/" not in record.pathname and "orbax" not in record.name:
+      return True
+    if record.levelno < logging.WARNING:
+      return False
+    text = record.getMessage().lower()
+    return not any(r in text for r in _ROUTINE)
+
+
+class _Terminal(logging.Handler):
+  """Warnings and errors as plain `warning: ...` lines on stderr, on process 0 only."""
+
+  def emit(self, record: logging.LogRecord) -> None:
+    try:
+      if is_primary():
+        print(f"{record.levelname.lower()}: {record.getMessage()}", file=sys.stderr, flush=True)
+    except Exception:  # logging never breaks a run
+      pass
+
+
+def setup_logging(log_dir: str | None = None, name: str = "") -> None:
+  """absl logging without absl's flag parsing. Warnings reach the terminal as plain lines;
+  with `log_dir`, every INFO line also goes to `log_dir/<name>.INFO`; orbax's routine chatter
+  is dropped everywhere. Safe to call more than once."""
+  from absl import flags
+  from absl import logging as absl_logging
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  root = logging.getLogger()
+  for h in list(root.handlers):  # a library's basicConfig() would print every line twice
+    if type(h) is logging.StreamHandler:
+      root.removeHandler(h)
+  absl_logging.use_absl_handler()
+  handler = absl_logging.get_absl_handler()
+  if not any(isinstance(f, _LibraryChatter) for f in handler.filters):
+    handler.addFilter(_LibraryChatter())
+  if not any(isinstance(h, _Terminal) for h in root.handlers):
+    terminal = _Terminal(level=logging.WARNING)
+    terminal.addFilter(_LibraryChatter())
+    root.addHandler(terminal)
+  if log_dir:
+    handler.setLevel(logging.NOTSET)
+    absl_logging.set_verbosity(absl_logging.INFO)
+    absl_logging.set_stderrthreshold("fatal")  # the terminal gets _Terminal's lines instead
+    handler.use_absl_log_file(name, log_dir)
+  else:
+    handler.setLevel(logging.CRITICAL + 1)  # no file: _Terminal speaks for it
+    absl_logging.set_verbosity(absl_logging.WARNING)
 
 
 def quiet_library_logs() -> None:
-  """Keep the log readable: our progress and metric lines, not orbax's bookkeeping."""
-  logging.getLogger("absl").addFilter(_LibraryChatter())
+  """Only the filters and the terminal handler (for tests and notebooks)."""
+  setup_logging()

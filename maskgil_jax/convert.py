@@ -27,10 +27,9 @@ from __future__ import annotations
 import json
 import pathlib
 import shutil
+import sys
 
-from absl import app, flags
 from flax import nnx
-from ml_collections import config_flags
 
 from maskgil_jax import checkpoints, cli, configlib
 from maskgil_jax.interop import gpt_names, names, torch_io, vq_names
@@ -93,7 +92,7 @@ def _native_target(metadata: dict, config, source: str) -> str:
 def import_weights(kind: str, state_dict, metadata: dict, config, source: str):
   """(module, config to save with it) holding the weights of a state dict of `kind`."""
   if kind not in KINDS:
-    raise app.UsageError(f"--kind {kind!r}; one of {list(KINDS)}")
+    raise cli.UsageError(f"--kind {kind!r}; one of {list(KINDS)}")
   if kind == "native":
     target = _native_target(metadata, config, source)
   else:
@@ -125,7 +124,7 @@ def write_checkpoint(out: pathlib.Path, module, config, overwrite: bool = False)
     checkpoints.save_params(tmp, module, config)
     if out.exists():
       if not overwrite:
-        raise app.UsageError(f"--out {out} appeared while converting; not replacing it")
+        raise cli.OutputExistsError(f"--out {out} appeared while converting; not replacing it")
       out.rename(old)
       tmp.rename(out)
       shutil.rmtree(old)
@@ -138,11 +137,7 @@ def write_checkpoint(out: pathlib.Path, module, config, overwrite: bool = False)
 def convert(kind: str, src, config, out, *, entry: str | None = None,
             overwrite: bool = False) -> dict:
   """Convert `src` into an orbax checkpoint at `out`; returns a summary."""
-  out = pathlib.Path(out)
-  if out.exists() and not overwrite:
-    raise app.UsageError(f"--out {out} exists; choose another directory or pass --overwrite")
-  if not out.parent.is_dir():
-    raise app.UsageError(f"--out {out}: no such directory {out.parent}")
+  out = cli.check_new_output(out, overwrite=overwrite, what="folder")
   config = configlib.finalize(config)
   state_dict, metadata = torch_io.load_weights(src, entry)
   module, saved_config = import_weights(kind, state_dict, metadata, config, str(src))
@@ -151,28 +146,30 @@ def convert(kind: str, src, config, out, *, entry: str | None = None,
               parameters=sum(v.size for v in names.named_arrays(module).values()))
 
 
-def define_flags() -> None:
-  """The command's flags (defined only when run as a command: other commands that a process
-  imports define `--config` and `--out` too)."""
-  flags.DEFINE_enum("kind", None, list(KINDS), "what --src holds")
-  flags.DEFINE_string("src", None, ".pt / .pth / .safetensors file to convert")
-  config_flags.DEFINE_config_file("config", None, "experiment config of the model",
-                                  lock_config=False)
-  flags.DEFINE_string("out", None, "directory to write the orbax checkpoint to")
-  flags.DEFINE_string("entry", None, "checkpoint entry holding the weights, e.g. ema (default: "
-                      "the bare dict, model, model_state_dict or state_dict)")
-  flags.DEFINE_bool("overwrite", False, "replace an existing --out directory")
-  flags.mark_flags_as_required(["kind", "src", "config", "out"])
+def parser() -> cli.Parser:
+  p = cli.Parser("convert", __doc__.split("\n\n")[0], config="required")
+  p.add_argument("--kind", required=True, choices=list(KINDS), help="what --src holds")
+  p.add_argument("--src", required=True, help=".pt / .pth / .safetensors file to convert")
+  p.add_argument("--out", required=True, help="folder to write the orbax checkpoint to")
+  p.add_argument("--entry", help="checkpoint entry holding the weights, e.g. ema (default: the "
+                 "bare dict, model, model_state_dict or state_dict)")
+  p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+  return p
 
 
-def main(argv):
-  del argv
-  f = flags.FLAGS
-  info = convert(f.kind, f.src, f.config, f.out, entry=f.entry, overwrite=f.overwrite)
-  print(f"converted {f.kind} {f.src} ({info['tensors']} tensors, {info['parameters']:,} "
-        f"parameters) to {f.out}")
+def _main(argv) -> int:
+  args = parser().parse(argv)
+  config = cli.load_config(args)
+  info = convert(args.kind, args.src, config, args.out, entry=args.entry,
+                 overwrite=args.overwrite)
+  cli.summary(f"converted {args.kind} {args.src} ({info['tensors']} tensors, "
+              f"{info['parameters']:,} parameters) to {args.out}")
+  return 0
+
+
+def main(argv=None) -> int:
+  return cli.run(_main, argv)
 
 
 if __name__ == "__main__":
-  define_flags()
-  cli.run(main)
+  sys.exit(main())

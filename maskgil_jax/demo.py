@@ -13,7 +13,7 @@ the same command resumes an interrupted stage and skips finished ones.
 """
 from __future__ import annotations
 
-import argparse
+import argparse  # noqa: F401 (the Namespace type)
 import json
 import pathlib
 import sys
@@ -22,7 +22,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
 from flax import nnx
 
 from maskgil_jax import checkpoints, cli, configlib, train
@@ -36,17 +35,13 @@ _GRID_COLUMNS = 10
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(
-      prog="python -m maskgil_jax.demo",
-      usage="python -m maskgil_jax.demo [--workdir DIR] [--per-class N] "
-            "[--tokenizer-steps N] [--generator-steps N]",
-      description="Train the demo tokenizer and MaskGIL on the shipped Fashion-MNIST subset, "
-                  "sample one row per class and measure the samples.")
+  p = cli.Parser("demo", "Train the demo tokenizer and MaskGIL on the shipped Fashion-MNIST "
+                 "subset, sample one row per class and measure the samples.")
   p.add_argument("--workdir", default="out/demo", help="where both runs, samples and figures go")
   p.add_argument("--per-class", type=int, default=100, help="samples per class for the figures")
   p.add_argument("--tokenizer-steps", type=int, help="override the tokenizer's training steps")
   p.add_argument("--generator-steps", type=int, help="override the generator's training steps")
-  args = p.parse_args(argv)
+  args = p.parse(argv)
   for name in ("per_class", "tokenizer_steps", "generator_steps"):
     value = getattr(args, name)
     if value is not None and value < 1:
@@ -94,7 +89,7 @@ def sample_images(model, tokenizer, labels, seed: int, settings, batch: int = 25
 
 
 def run(args) -> None:
-  workdir = pathlib.Path(args.workdir)
+  workdir = pathlib.Path(args.workdir).absolute()  # configs store absolute paths
   tok_dir, gen_dir = workdir / "tokenizer", workdir / "generator"
   seconds = {}
 
@@ -143,16 +138,13 @@ def run(args) -> None:
         f"{sum(seconds.values()) / 60:.1f} min")
 
 
-def main(argv=None) -> int:
-  args = parse_args(argv)
-  logging.set_verbosity(logging.INFO)
-  cli.quiet_library_logs()
-  try:
-    run(args)
-  except (*cli.USER_ERRORS, train.TrainingError) as e:
-    print(f"demo: error: {e}", file=sys.stderr)
-    return 2
+def _main(argv=None) -> int:
+  run(parse_args(argv))
   return 0
+
+
+def main(argv=None) -> int:
+  return cli.run(_main, argv)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,9 @@ import time
 import jax
 
 import maskgil_jax
+from maskgil_jax import cli
 from maskgil_jax.evaluation.features import compute_features, data_mesh, global_batch_size
-from maskgil_jax.evaluation.fid import FIDError, frechet_distance
+from maskgil_jax.evaluation.fid import frechet_distance
 from maskgil_jax.evaluation.image_sets import IMAGES_KEY, ImageSetError, npz_members, open_image_set
 from maskgil_jax.evaluation.inception_score import class_logits, inception_score
 from maskgil_jax.evaluation.precision_recall import DEFAULT_K, DISTANCES, precision_recall
@@ -38,18 +39,15 @@ from maskgil_jax.evaluation.stats_io import (SetStatistics, StatsFileError, has_
                                              read_statistics, statistics_from_features,
                                              write_statistics)
 from maskgil_jax.interop.inception_names import load_fid_inception
-from maskgil_jax.interop.torch_io import CheckpointError
 from maskgil_jax.models.inception import PREPROCESSING
 from maskgil_jax.parallel.mesh import DISTRIBUTED_MODES, initialize_distributed
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(
-      prog="python -m maskgil_jax.evaluate",
-      usage="python -m maskgil_jax.evaluate --samples SAMPLES --ref REF --inception WEIGHTS "
-            "[--batch N] [--out results.json]",
-      description="FID, sFID, Inception Score, precision and recall, as ADM's evaluator defines "
-                  "them, computed with the FID Inception-v3 on the local accelerators.")
+  p = cli.Parser("evaluate", "FID, sFID, Inception Score, precision and recall, as ADM's "
+                 "evaluator defines them, computed with the FID Inception-v3 on the local "
+                 "accelerators.", usage="--samples SAMPLES --ref REF --inception WEIGHTS "
+                 "[--batch N] [--out results.json] [options]")
   p.add_argument("--samples", required=True, metavar="SAMPLES", help="ADM .npz batch, image folder or stats .npz")
   p.add_argument("--ref", metavar="REF", help="reference: ADM .npz batch, image folder or stats .npz")
   p.add_argument("--inception", required=True, metavar="WEIGHTS",
@@ -67,13 +65,19 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--save-ref-stats", metavar="FILE", help="write the reference's statistics .npz here")
   p.add_argument("--distributed", choices=DISTRIBUTED_MODES, default="auto",
                  help="jax.distributed set-up: auto (when launched on several processes), yes, no")
-  args = p.parse_args(argv)
+  p.add_argument("--overwrite", action="store_true", help="replace existing --out and "
+                 "statistics files")
+  args = p.parse(argv)
   if args.ref is None and args.save_samples_stats is None:
     p.error("--ref is required unless --save-samples-stats is given")
   if args.ref is None and args.save_ref_stats is not None:
     p.error("--save-ref-stats needs --ref")
   if args.batch <= 0:
     p.error(f"--batch must be positive, got {args.batch}")
+  for flag in ("out", "save_samples_stats", "save_ref_stats"):  # before any work is done
+    if getattr(args, flag):
+      cli.check_new_output(getattr(args, flag), "--" + flag.replace("_", "-"),
+                           overwrite=args.overwrite)
   return args
 
 
@@ -190,15 +194,11 @@ NAMES = {"inception_score": "Inception Score", "inception_score_std": "Inception
          "fid": "FID", "sfid": "sFID", "precision": "Precision", "recall": "Recall"}
 
 
-def main(argv=None) -> int:
+def _main(argv=None) -> int:
   args = parse_args(argv)
   initialize_distributed(args.distributed)
   start = time.time()
-  try:
-    result = evaluate(args)
-  except (CheckpointError, ImageSetError, StatsFileError, FIDError) as e:  # bad inputs
-    print(f"evaluate: error: {e}", file=sys.stderr)
-    return 2
+  result = evaluate(args)
   if jax.process_index() != 0:
     return 0
   for key, value in result["metrics"].items():
@@ -210,9 +210,13 @@ def main(argv=None) -> int:
   m = result["metrics"]
   summary = " | ".join(f"{NAMES[k]} {m[k]:.4g}" for k in ("fid", "sfid", "inception_score",
                                                             "precision", "recall") if k in m)
-  print(f"evaluate: {summary or 'statistics written'} in {time.time() - start:.0f} s"
-        + (f" -> {args.out}" if args.out else ""))
+  cli.summary(f"evaluate: {summary or 'statistics written'} in {time.time() - start:.0f} s"
+              + (f" -> {args.out}" if args.out else ""))
   return 0
+
+
+def main(argv=None) -> int:
+  return cli.run(_main, argv)
 
 
 if __name__ == "__main__":

@@ -20,11 +20,11 @@ The file appears only when complete; an existing `--out` is kept unless `--overw
 from __future__ import annotations
 
 import pathlib
+import sys
 
 import jax
 import ml_dtypes
 import numpy as np
-from absl import app, flags
 from flax import nnx
 
 from maskgil_jax import checkpoints, cli
@@ -75,23 +75,20 @@ def transformer_state_dict(model: Transformer, config, layout: str, dtype) -> di
 
 
 def check_output(out: pathlib.Path, fmt: str | None, overwrite: bool) -> None:
-  """app.UsageError for an --out that cannot be written as asked (before any work is done)."""
+  """A user error for an --out that cannot be written as asked (before any work is done)."""
   suffix_format = FORMATS.get(out.suffix)
   if suffix_format is None:
-    raise app.UsageError(f"--out {out}: use a .pt, .pth or .safetensors name")
+    raise cli.UsageError(f"--out {out}: use a .pt, .pth or .safetensors name")
   if fmt is not None and fmt != suffix_format:
-    raise app.UsageError(f"--format {fmt} does not match the --out suffix {out.suffix!r}")
-  if out.exists() and not overwrite:
-    raise app.UsageError(f"--out {out} exists; choose another name or pass --overwrite")
-  if not out.parent.is_dir():
-    raise app.UsageError(f"--out {out}: no such directory {out.parent}")
+    raise cli.UsageError(f"--format {fmt} does not match the --out suffix {out.suffix!r}")
+  cli.check_new_output(out, overwrite=overwrite)
 
 
 def export(workdir, layout: str, out, *, fmt: str | None = None, step: int | None = None,
            ema: bool = False, dtype: str = "float32", overwrite: bool = False) -> dict:
   """Write the checkpoint in `workdir` to `out`; returns a summary (kind, tensors, parameters)."""
   if layout not in LAYOUTS:
-    raise app.UsageError(f"--layout {layout!r}; one of {LAYOUTS}")
+    raise cli.UsageError(f"--layout {layout!r}; one of {LAYOUTS}")
   out = pathlib.Path(out)
   check_output(out, fmt, overwrite)
   module, config, kind = restore_model(workdir, step, ema)
@@ -108,30 +105,34 @@ def export(workdir, layout: str, out, *, fmt: str | None = None, step: int | Non
                                  if k != vq_names.BUFFER_KEY)))
 
 
-def define_flags() -> None:
-  """The command's flags (defined only when run as a command: other commands that a process
-  imports define `--out` too)."""
-  flags.DEFINE_string("workdir", None, "training run, convert output or one step folder")
-  flags.DEFINE_integer("step", None, "checkpoint step (default: the newest readable)")
-  flags.DEFINE_bool("ema", False, "export the EMA parameters")
-  flags.DEFINE_enum("layout", None, LAYOUTS, "key names and file layout to write")
-  flags.DEFINE_enum("format", None, sorted(set(FORMATS.values())),
-                    "file format (default: from the --out suffix)")
-  flags.DEFINE_string("out", None, "the .pt / .pth / .safetensors file to write")
-  flags.DEFINE_enum("dtype", "float32", sorted(DTYPES), "dtype of the written tensors")
-  flags.DEFINE_bool("overwrite", False, "replace an existing --out file")
-  flags.mark_flags_as_required(["workdir", "layout", "out"])
+def parser() -> cli.Parser:
+  p = cli.Parser("export", __doc__.split("\n\n")[0])
+  p.add_argument("--workdir", required=True, help="training run, convert output or one step "
+                 "folder")
+  p.add_argument("--step", type=int, help="checkpoint step (default: the newest readable)")
+  p.add_argument("--ema", action="store_true", help="export the EMA parameters")
+  p.add_argument("--layout", required=True, choices=LAYOUTS, help="key names and file layout")
+  p.add_argument("--format", choices=sorted(set(FORMATS.values())),
+                 help="file format (default: from the --out suffix)")
+  p.add_argument("--out", required=True, help="the .pt / .pth / .safetensors file to write")
+  p.add_argument("--dtype", default="float32", choices=sorted(DTYPES),
+                 help="dtype of the written tensors")
+  p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+  return p
 
 
-def main(argv):
-  del argv
-  f = flags.FLAGS
-  info = export(f.workdir, f.layout, f.out, fmt=f.format, step=f.step, ema=f.ema,
-                dtype=f.dtype, overwrite=f.overwrite)
-  print(f"exported {info['kind']} ({info['tensors']} tensors, {info['parameters']:,} "
-        f"parameters, {f.dtype}) in the {f.layout} layout to {f.out}")
+def _main(argv) -> int:
+  a = parser().parse(argv)
+  info = export(a.workdir, a.layout, a.out, fmt=a.format, step=a.step, ema=a.ema,
+                dtype=a.dtype, overwrite=a.overwrite)
+  cli.summary(f"exported {info['kind']} ({info['tensors']} tensors, {info['parameters']:,} "
+              f"parameters, {a.dtype}) in the {a.layout} layout to {a.out}")
+  return 0
+
+
+def main(argv=None) -> int:
+  return cli.run(_main, argv)
 
 
 if __name__ == "__main__":
-  define_flags()
-  cli.run(main)
+  sys.exit(main())

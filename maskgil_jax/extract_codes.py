@@ -7,9 +7,9 @@ image is stored: its mirror with `data.random_flip`, LlamaGen's ten crops with `
 
   --config       experiment file; `--config.data.split=...` etc. override it
   --out          the code folder (created; an existing one is resumed)
-  --batch_size   images per encoder call on this host (views x images are spread over its
+  --batch-size   images per encoder call on this host (views x images are spread over its
                  local devices; default 64)
-  --shard_size   images per shard (default 4096): the unit of resumption
+  --shard-size   images per shard (default 4096): the unit of resumption
 
 Run the same command on every host of a job: host i of n encodes shards i, i+n, ... on its own
 devices. A shard appears only when complete and existing shards are skipped, so an interrupted
@@ -21,13 +21,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pathlib
+import sys
 
 import grain
 import jax
 import numpy as np
-from absl import flags
 from jax.sharding import NamedSharding, PartitionSpec
-from ml_collections import config_flags
 from tqdm import tqdm
 
 from maskgil_jax import cli
@@ -42,16 +41,6 @@ from maskgil_jax.models.vq import VQModel, encode
 from maskgil_jax.parallel import mesh as mesh_lib
 
 logger = logging.getLogger(__name__)
-
-def define_flags() -> None:
-  """The command's flags, defined only when it runs as a command (other modules a process may
-  import define `--config` and `--out` too)."""
-  config_flags.DEFINE_config_file("config", None, "experiment file (data + tokenizer)",
-                                  lock_config=False)
-  flags.DEFINE_string("out", None, "output folder of code shards")
-  flags.DEFINE_integer("batch_size", 64, "images per encoder call on this host")
-  flags.DEFINE_integer("shard_size", 4096, "images per shard (the unit of resumption)")
-
 
 class ImageViews(grain.transforms.Map):
   """Source index -> (index, label, every view uint8 [V, S, S, 3]), or (index, Unreadable)."""
@@ -107,7 +96,7 @@ def extract_codes(config, out, model: VQModel | None = None, *, batch_size: int 
   if data.name == "codes":
     raise ConfigError("config.data.name: 'codes' is already tokenized; name the image source")
   if batch_size <= 0 or shard_size <= 0:
-    raise ConfigError(f"--batch_size ({batch_size}) and --shard_size ({shard_size}) must be "
+    raise ConfigError(f"--batch-size ({batch_size}) and --shard-size ({shard_size}) must be "
                       "positive")
   if model is None:
     if not tok.ckpt:
@@ -186,21 +175,33 @@ def extract_codes(config, out, model: VQModel | None = None, *, batch_size: int 
               grid=grid, process=f"{process_index}/{process_count}")
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise ConfigError(f"unexpected arguments {argv[1:]}; usage: python -m "
-                      "maskgil_jax.extract_codes --config CONFIG --out DIR")
-  f = flags.FLAGS
-  if f.config is None or not f.out:
-    raise ConfigError("usage: python -m maskgil_jax.extract_codes --config CONFIG --out DIR "
-                      "[--batch_size N] [--shard_size N]")
-  s = extract_codes(f.config, f.out, batch_size=f.batch_size, shard_size=f.shard_size)
+def parser() -> cli.Parser:
+  p = cli.Parser("extract_codes", __doc__.split("\n\n")[0], config="required")
+  p.add_argument("--out", required=True, help="output folder of code shards (an existing one "
+                 "is resumed)")
+  p.add_argument("--batch-size", type=int, default=64, help="images per encoder call on this "
+                 "host (default 64)")
+  p.add_argument("--shard-size", type=int, default=4096, help="images per shard, the unit of "
+                 "resumption (default 4096)")
+  return p
+
+
+def _main(argv) -> int:
+  a = parser().parse(argv)
+  for flag, value in (("--batch-size", a.batch_size), ("--shard-size", a.shard_size)):
+    if value < 1:
+      raise cli.UsageError(f"{flag} must be >= 1, got {value}")
+  s = extract_codes(cli.load_config(a), a.out, batch_size=a.batch_size, shard_size=a.shard_size)
   print(f"process {s['process']}: encoded {s['images']} images ({s['views']} views of "
         f"{s['grid']}x{s['grid']} codes) into {s['shards_written']} new shards in {s['out']}; "
         f"{s['shards_present']} shards were already there; {s['unreadable']} unreadable images "
-        "skipped")
+        "skipped", flush=True)
+  return 0
+
+
+def main(argv=None) -> int:
+  return cli.run(_main, argv)
 
 
 if __name__ == "__main__":
-  define_flags()
-  cli.run(main)
+  sys.exit(main())

@@ -6,11 +6,11 @@ laptop) and prints one row per parameter with its logical axes, a subtotal per m
 """
 from __future__ import annotations
 
+import sys
+
 import jax
 import numpy as np
-from absl import flags
 from flax import nnx
-from ml_collections import config_flags
 
 from maskgil_jax import cli, configlib
 from maskgil_jax.interop.names import path_str
@@ -37,19 +37,21 @@ def report(model_config) -> tuple[list[str], int]:
   return rows, sum(totals.values())
 
 
-def main(argv):
-  del argv
-  config = configlib.finalize(flags.FLAGS.config)
+def _main(argv) -> int:
+  args = cli.Parser("params", __doc__.split("\n\n")[0], config="required").parse(argv)
+  config = configlib.finalize(cli.load_config(args))
   m = config.model
   rows, total = report(m)
   print(f"model: size {m.size}, layout {m.layout}, {m.n_layer} layers, dim {m.dim}, "
         f"{m.n_head} heads, grid {m.grid_size}x{m.grid_size}, {m.codebook_size} codes")
   print("\n".join(rows))
   print(f"params: {total}")
+  return 0
+
+
+def main(argv=None) -> int:
+  return cli.run(_main, argv)
 
 
 if __name__ == "__main__":
-  # defined only when run as a command: other modules a process imports define --config too
-  config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=False)
-  flags.mark_flags_as_required(["config"])
-  cli.run(main)
+  sys.exit(main())

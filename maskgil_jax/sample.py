@@ -34,6 +34,7 @@ import argparse
 import dataclasses
 import os
 import pathlib
+import shutil
 import sys
 import time
 
@@ -49,7 +50,7 @@ from maskgil_jax.decode import (METHODS, DecodeSettings, generate_tokens, image_
                                 tokens_to_images, write_png)
 from maskgil_jax.decode.hybrid import check_pair
 from maskgil_jax.evaluation.image_sets import NpzImages
-from maskgil_jax.evaluation.sample_store import SampleStore, SampleStoreError
+from maskgil_jax.evaluation.sample_store import SETTINGS_FILE, SampleStore
 from maskgil_jax.interop import gpt_names, names, torch_io
 from maskgil_jax.models.transformer import Transformer
 from maskgil_jax.checkpoints import load_tokenizer
@@ -70,13 +71,10 @@ DECODE_FLAGS = {"steps": "steps", "cfg_scale": "cfg_scale", "temperature": "temp
 
 def parse_args(argv=None) -> tuple[argparse.Namespace, list[str], list[str]]:
   """(flags, `--config.*` overrides, `--ar-config.*` overrides)."""
-  p = argparse.ArgumentParser(
-      prog="python -m maskgil_jax.sample",
-      usage="python -m maskgil_jax.sample --config CONFIG --ckpt CKPT --decode {mar,ar,hybrid} "
-            "[--labels 1,2,3 | --per-class N] [options] --out DIR",
-      description="Class-conditional samples: a PNG grid and samples.npz (see docs/generation.md).")
-  p.add_argument("--config", help="experiment file (configs/x.py[:arg]); default: the "
-                 "checkpoint's own config. --config.a.b=value overrides a field")
+  p = cli.Parser("sample", "Class-conditional samples: a PNG grid and samples.npz (see "
+                 "docs/generation.md).", config="optional", override_prefixes=("ar-config",),
+                 usage="[--config CONFIG] --ckpt CKPT --decode {mar,ar,hybrid} [--labels 1,2,3 "
+                       "| --per-class N] [options] --out DIR")
   p.add_argument("--ckpt", required=True, help="our checkpoint folder, or a PyTorch GPT file")
   p.add_argument("--decode", choices=METHODS, default="mar")
   labels = p.add_mutually_exclusive_group()
@@ -96,15 +94,12 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str], list[str]]:
   p.add_argument("--ar-config", help="hybrid: the AR model's config (default: its checkpoint's)")
   p.add_argument("--ema", action="store_true", help="use the EMA parameters of our checkpoint")
   p.add_argument("--tokens-only", action="store_true", help="no images, no tokenizer needed")
-  p.add_argument("--out", required=True, help="output folder")
-  args, rest = p.parse_known_args(argv)
-  overrides = {"--config.": [], "--ar-config.": []}
-  for item in rest:
-    prefix = next((k for k in overrides if item.startswith(k)), None)
-    if prefix is None or "=" not in item:
-      p.error(f"unrecognized argument {item!r}")
-    overrides[prefix].append(item[len(prefix):])
-  return args, overrides["--config."], overrides["--ar-config."]
+  p.add_argument("--out", required=True, help="output folder (an interrupted set of the same "
+                 "settings is resumed)")
+  p.add_argument("--overwrite", action="store_true", help="start a new set in an --out that "
+                 "holds other files or another set (they are deleted)")
+  args = p.parse(argv)
+  return args, args.config_overrides, args.ar_config_overrides
 
 
 # ---- models ---------------------------------------------------------------------------------
@@ -305,18 +300,42 @@ def settings_record(args, config, ar_config, method: str, labels: np.ndarray, ck
   return record
 
 
-def main(argv=None) -> int:
+def _main(argv=None) -> int:
   args, overrides, ar_overrides = parse_args(argv)
   start = time.time()
   initialize_distributed("auto")  # before any device is touched; a no-op on one process
-  try:
-    summary = run(args, overrides, ar_overrides)
-  except (*cli.USER_ERRORS, SampleStoreError) as e:
-    print(f"sample: error: {e}", file=sys.stderr)
-    return 2
+  summary = run(args, overrides, ar_overrides)
   if jax.process_index() == 0:
-    print(f"sample: {summary} in {time.time() - start:.0f} s -> {args.out}")
+    cli.summary(f"sample: {summary} in {time.time() - start:.0f} s -> {args.out}")
   return 0
+
+
+def main(argv=None) -> int:
+  return cli.run(_main, argv)
+
+
+def prepare_out(out: pathlib.Path, overwrite: bool) -> None:
+  """Refuses an --out holding anything but a sample set of this command (whose stored settings
+  the store then checks), unless `overwrite`; then clears it (process 0, then a barrier)."""
+  if out.exists() and not out.is_dir():
+    raise cli.UsageError(f"--out {out} is a file; give a folder")
+  ours = (out / SHARDS_DIR / SETTINGS_FILE).exists()
+  empty_store = lambda p: p.name == SHARDS_DIR and p.is_dir() and not any(p.iterdir())
+  busy = out.is_dir() and any(not empty_store(p) for p in out.iterdir())
+  if busy and not ours and not overwrite:
+    raise cli.OutputExistsError(f"--out {out} holds files this command did not write (no "
+                                f"{SHARDS_DIR}/{SETTINGS_FILE}); choose another folder or pass "
+                                "--overwrite")
+  if busy and overwrite:
+    if jax.process_index() == 0:
+      for name in (SHARDS_DIR, SAMPLES_FILE, "grid.png", pathlib.Path(SAMPLES_FILE).stem +
+                   ".json"):
+        target = out / name
+        if target.is_dir():
+          shutil.rmtree(target)
+        elif target.exists():
+          target.unlink()
+    multihost_utils.sync_global_devices("sample: --out cleared")
 
 
 def run(args, overrides, ar_overrides) -> str:
@@ -351,6 +370,7 @@ def run(args, overrides, ar_overrides) -> str:
   side = config.model.grid_size
   image_size = side * TokenizerSpec.from_config(config.tokenizer).downsample_factor
   out = pathlib.Path(args.out)
+  prepare_out(out, args.overwrite)
   store = SampleStore(
       out / SHARDS_DIR, num_samples=len(labels),
       image_shape=None if args.tokens_only else (image_size, image_size, 3),

@@ -1,6 +1,7 @@
 """The trainer: `python -m maskgil_jax.train --config configs/x.py[:arg] --workdir DIR`.
 
-  --config.a.b=value   override any config field      --memory_report   compile, print memory, exit
+  --config.a.b=value   override any config field     --memory-report   compile, print memory, exit
+  --profile FIRST[:N]  trace N steps for TensorBoard  --compilation-cache DIR   reuse compilations
 
 Read top to bottom, like a recipe: mesh -> model, optimizer and train step for the task ->
 shardings -> compiled step -> data -> restore or initialise -> loop (log, sample, checkpoint).
@@ -16,21 +17,21 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import logging
 from etils import epath
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
-from ml_collections import config_flags
 
 from maskgil_jax import checkpoints, cli, configlib, data, decode
 from maskgil_jax.configlib import ConfigError
-from maskgil_jax.data.sources import DataError
+from maskgil_jax.errors import UserError
 from maskgil_jax.models import vq
 from maskgil_jax.models.transformer import Transformer
 from maskgil_jax.parallel import mesh as mesh_lib
@@ -40,7 +41,7 @@ from maskgil_jax.training import memory, metrics as metrics_lib, objectives, opt
 from maskgil_jax.training import state as state_lib, steps, tokenizer_losses
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError):
   """Training cannot continue (non-finite loss, unusable workdir, mismatched data)."""
 
 
@@ -182,15 +183,42 @@ class Preemption:
       signal.signal(signal.SIGTERM, self.previous)
 
 
+class Profiler:
+  """Traces steps `first .. first + count - 1` (the `--profile` option) into
+  `workdir/profile`, readable by TensorBoard's profile plugin or Perfetto."""
+
+  def __init__(self, profile: tuple[int, int] | None, workdir: epath.Path):
+    self.first, self.count = profile if profile else (0, 0)
+    self.folder, self.active = workdir / "profile", False
+
+  def before(self, step: int) -> None:
+    if self.count and step == self.first:
+      jax.profiler.start_trace(str(self.folder))
+      self.active = True
+
+  def after(self, step: int, metrics) -> None:
+    if self.active and step == self.first + self.count - 1:
+      jax.block_until_ready(metrics)
+      self.close()
+      cli.notice("profile of steps %d..%d written to %s", self.first, step, self.folder)
+
+  def close(self) -> None:
+    if self.active:
+      jax.profiler.stop_trace()
+      self.active = False
+
+
 def sample_labels(config) -> np.ndarray:
   """Classes spread evenly over the label range, the same at every sample step."""
   return np.linspace(0, config.model.num_classes - 1, config.log.sample_count).round().astype(
       np.int32)
 
 
-def train(config, workdir, *, memory_report: bool = False) -> dict:
+def train(config, workdir, *, memory_report: bool = False,
+          profile: tuple[int, int] | None = None) -> dict:
   """Train (or resume) `config` in `workdir`; returns {'step', 'metrics', 'stopped'}.
-  With `memory_report`, compile the step, print per-device memory, return {'memory': ...}."""
+  With `memory_report`, compile the step, print per-device memory, return {'memory': ...}.
+  `profile` (first step, count): trace those steps into `workdir/profile` for TensorBoard."""
   # 0. checks that need nothing built
   config = configlib.finalize(config)
   check_config(config)
@@ -201,8 +229,8 @@ def train(config, workdir, *, memory_report: bool = False) -> dict:
   mesh = mesh_lib.make_mesh(config.mesh)
   rules = rules_lib.make_rules(config.mesh.rules.to_dict())
   replicated = NamedSharding(mesh, PartitionSpec())
-  logging.info("mesh %s over %d devices (%s), %d processes", dict(mesh.shape), mesh.size,
-               flops_lib.device_kind(), jax.process_count())
+  cli.notice("mesh %s over %d devices (%s), %d processes", dict(mesh.shape), mesh.size,
+             flops_lib.device_kind(), jax.process_count())
   with jax.set_mesh(mesh), rules_lib.axis_rules(rules):
 
     # 2. the task: model, optimizer, loss and train step; frozen networks it reads
@@ -251,7 +279,7 @@ def train(config, workdir, *, memory_report: bool = False) -> dict:
     found = checkpoints.restore_state(manager, abstract_state, data_iter, quarantine=True)
     if found is not None:
       state, start = found
-      logging.info("resumed from %s/%d", manager.directory, start)
+      cli.notice("resumed from %s/%d", manager.directory, start)
     else:
       state, start = state_lib.create_sharded(task.init, state_shardings), 0
       if config.ckpt.init_from:
@@ -259,19 +287,25 @@ def train(config, workdir, *, memory_report: bool = False) -> dict:
         ema = (jax.tree.map(lambda x: jnp.array(x, copy=True), params)
                if state.ema_params is not None else None)
         state = state.replace(params=params, ema_params=ema)
-        logging.info("parameters initialised from %s", config.ckpt.init_from)
+        cli.notice("parameters initialised from %s", config.ckpt.init_from)
 
-    # 7. the loop: one step dispatched ahead of the host; metrics fetched at log steps only
+    # 7. the loop: one step dispatched ahead of the host; metrics summed on the device and
+    #    fetched at log steps only (their means over the interval are logged)
     logger = metrics_lib.MetricsLogger(workdir, config.total_steps, config.log.every_steps)
     flops_per_step = task.flops_per_step or _xla_flops(train_step, mesh.size)
     throughput = metrics_lib.Throughput(
         batch_size=config.batch_size, tokens_per_example=task.tokens_per_example,
         num_devices=mesh.size, flops_per_step=flops_per_step,
         peak_tflops=flops_lib.peak_tflops(flops_lib.device_kind(), config.log.peak_tflops))
+    interval = metrics_lib.IntervalMeans()
+    tracer = Profiler(profile, workdir)
     preemption = Preemption()
     previous, stopped, step, last = None, "done", start, {}
+    cli.notice("training steps %d..%d of %s (batch %d)", start + 1, config.total_steps,
+               config.task, config.batch_size)
     try:
       for step in range(start + 1, config.total_steps + 1):
+        tracer.before(step)
         local = next(data_iter)
         if step == start + 1:
           check_batch(local, task.batch)
@@ -281,13 +315,15 @@ def train(config, workdir, *, memory_report: bool = False) -> dict:
           stopped = _nonfinite(previous, manager)
           break
         previous = (step, step_metrics)
+        interval.add(step_metrics)
+        tracer.after(step, step_metrics)
         logger.progress(step)
         if step == start + 1:
           jax.block_until_ready(step_metrics)
           throughput.mark(step)  # timing starts after the compilation of the first step
         if step % config.log.every_steps == 0 or step == config.total_steps:
-          last = jax.device_get(step_metrics)
-          if not last["nonfinite"]:
+          if not bool(step_metrics["nonfinite"]):
+            last = interval.take()
             logger.scalars(step, {**metrics_lib.train_scalars(last), **throughput.measure(step)})
         if (config.log.sample_every_steps and tokenizer is not None and config.task == "generator"
             and step % config.log.sample_every_steps == 0):
@@ -295,6 +331,8 @@ def train(config, workdir, *, memory_report: bool = False) -> dict:
         preempted = preemption.reached(manager, step)
         checkpoints.save(manager, step, state, config, data_iter, force=preempted)
         if preempted:
+          cli.notice("preemption: checkpoint saved at step %d; rerun the same command to resume",
+                     step)
           stopped = "preempted"
           break
       else:
@@ -303,6 +341,7 @@ def train(config, workdir, *, memory_report: bool = False) -> dict:
       if stopped != "nonfinite" and manager.latest_step() != step:
         checkpoints.save(manager, step, state, config, data_iter, force=True)
     finally:
+      tracer.close()
       preemption.restore()
       manager.wait_until_finished()
       manager.close()
@@ -312,9 +351,8 @@ def train(config, workdir, *, memory_report: bool = False) -> dict:
         f"non-finite loss or gradient at step {previous[0]}: stopped without saving; the last "
         f"checkpoint ({manager.directory}/{manager.latest_step()}) holds finite parameters "
         f"(lower optim.lr, raise optim.warmup_steps or check the data, then restart)")
-  summary = f"{stopped} at step {step} of {config.total_steps}; checkpoints in {manager.directory}"
-  logging.info(summary)
-  print(summary)
+  cli.summary("%s at step %d of %d; checkpoints in %s", stopped, step, config.total_steps,
+             manager.directory)
   return {"step": step, "metrics": last, "stopped": stopped}
 
 
@@ -342,31 +380,53 @@ def _write_samples(config, state, tokenizer, step: int, workdir: epath.Path, log
     logger.images(step, "samples", grid[None])
 
 
-# ---- command line (flags defined only when run as a program, so importing this module from
-# tests, notebooks or other commands never clashes with their flags) --------------------------
-def main(argv) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  flag = flags.FLAGS
-  if flag.config is None or not flag.workdir:
-    raise app.UsageError("--config and --workdir are required")
-  cli.quiet_library_logs()
-  mesh_lib.initialize_distributed(flag.config.mesh.distributed)  # before JAX touches a device
-  if not flag.memory_report and jax.process_index() == 0 and "://" not in flag.workdir:
-    prepare_workdir(flag.workdir)  # a readable log beside the metrics (local workdirs)
-    logging.get_absl_handler().use_absl_log_file("train", flag.workdir)
+# ---- command line ------------------------------------------------------------------------
+def parse_profile(text: str | None) -> tuple[int, int] | None:
+  """`--profile FIRST[:COUNT]` -> (first step, count); COUNT defaults to 3."""
+  if not text:
+    return None
+  first, _, count = text.partition(":")
   try:
-    train(flag.config, flag.workdir, memory_report=flag.memory_report)
-  except (DataError, TrainingError) as e:  # the user's to fix: one line, not a traceback
-    logging.error("%s", e)
-    raise SystemExit(f"error: {e}") from None
+    value = int(first), int(count or 3)
+  except ValueError:
+    raise cli.UsageError(f"--profile {text}: expected FIRST[:COUNT], e.g. 10:3") from None
+  if value[0] < 1 or value[1] < 1:
+    raise cli.UsageError(f"--profile {text}: the first step and the count must be >= 1")
+  return value
+
+
+def parser() -> cli.Parser:
+  p = cli.Parser("train", __doc__.split("\n\n")[0], config="required")
+  p.add_argument("--workdir", required=True, help="where checkpoints, logs and samples go; "
+                 "rerunning with the same workdir resumes")
+  p.add_argument("--memory-report", action="store_true", help="compile the train step for the "
+                 "config, print per-device memory, exit without training")
+  p.add_argument("--profile", metavar="FIRST[:COUNT]", help="trace COUNT steps (default 3) "
+                 "from step FIRST into WORKDIR/profile (TensorBoard)")
+  p.add_argument("--compilation-cache", metavar="DIR", help="persistent XLA compilation cache "
+                 "folder: a rerun reuses compiled steps")
+  return p
+
+
+def _main(argv) -> int:
+  args = parser().parse(argv)
+  profile = parse_profile(args.profile)
+  config = cli.load_config(args)
+  configlib.finalize(config)  # a bad field is reported before anything is created
+  if args.compilation_cache:
+    jax.config.update("jax_compilation_cache_dir", args.compilation_cache)
+  mesh_lib.initialize_distributed(config.mesh.distributed)  # before JAX touches a device
+  if not args.memory_report:
+    workdir = prepare_workdir(args.workdir)
+    if "://" not in args.workdir:  # a readable log beside the metrics (local workdirs)
+      cli.setup_logging(str(workdir), "train")
+  train(config, args.workdir, memory_report=args.memory_report, profile=profile)
+  return 0
+
+
+def main(argv=None) -> int:
+  return cli.run(_main, argv)
 
 
 if __name__ == "__main__":
-  config_flags.DEFINE_config_file("config", None, "experiment file, configs/x.py or "
-                                  "configs/x.py:arg", lock_config=True)
-  flags.DEFINE_string("workdir", None, "where checkpoints, logs and samples go; rerunning "
-                      "with the same workdir resumes")
-  flags.DEFINE_bool("memory_report", False, "compile the train step for the config, print "
-                    "per-device memory, exit without training")
-  cli.run(main)
+  sys.exit(main())

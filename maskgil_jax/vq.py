@@ -11,9 +11,10 @@ many codes were used and the reconstruction PSNR.
                [N, H, W, 3], `psnr` float32 [N] (dB, per image), `files` (folder input) and
                `settings` (a JSON string: checkpoint, tokenizer config, sizes, summary)
   --tokenizer  the tokenizer preset (default vq16), unless --config names an experiment file
-  --image_size centre-crop and resize every image to this square size first (ADM / LlamaGen
+  --image-size centre-crop and resize every image to this square size first (ADM / LlamaGen
                recipe); without it all images must already share one size
-  --batch_size images per compiled call (the last batch is padded, so shapes stay static)
+  --batch-size images per compiled call (the last batch is padded, so shapes stay static)
+  --overwrite  replace an existing --out
 
 Pixels map to [-1, 1] as x / 127.5 - 1 and back as round((y + 1) * 127.5) clipped to [0, 255].
 """
@@ -22,11 +23,10 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import sys
 import zipfile
 
 import numpy as np
-from absl import flags
-from ml_collections import config_flags
 from tqdm import tqdm
 
 from maskgil_jax import cli
@@ -38,19 +38,6 @@ from maskgil_jax.evaluation.image_sets import write_npz
 from maskgil_jax.models.vq import VQModel, reconstruct
 
 COMMANDS = ("reconstruct",)
-
-def define_flags() -> None:
-  """The command's flags, defined only when it runs as a command (other modules a process may
-  import define `--config` and `--out` too)."""
-  flags.DEFINE_string("ckpt", None, "tokenizer weights: LlamaGen .pt/.safetensors or our checkpoint")
-  flags.DEFINE_string("images", None, "folder of images, or .npz of uint8 NHWC images")
-  flags.DEFINE_string("out", None, "output .npz")
-  flags.DEFINE_string("tokenizer", "vq16", f"tokenizer preset: {sorted(TOKENIZER_PRESETS)}")
-  flags.DEFINE_integer("image_size", 0, "centre-crop and resize to this size (0: keep)")
-  flags.DEFINE_integer("batch_size", 16, "images per compiled call")
-  config_flags.DEFINE_config_file("config", None, "experiment file (its tokenizer section)",
-                                  lock_config=False)
-
 
 def read_images(path: str | os.PathLike, image_size: int = 0) -> tuple[np.ndarray, list[str]]:
   """uint8 [N, H, W, 3] images and their file names (empty for an `.npz`)."""
@@ -74,7 +61,7 @@ def read_images(path: str | os.PathLike, image_size: int = 0) -> tuple[np.ndarra
       for f, im in zip(files, images):
         first.setdefault(im.shape, f)
       examples = ", ".join(f"{f.name} is {s[1]}x{s[0]}" for s, f in list(first.items())[:2])
-      raise ConfigError(f"--images: the images differ in size ({examples}); pass --image_size "
+      raise ConfigError(f"--images: the images differ in size ({examples}); pass --image-size "
                         "to centre-crop and resize them")
     return np.stack(images), [str(f.relative_to(path)) for f in files]
   return _read_npz(path, image_size), []
@@ -134,20 +121,22 @@ def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def reconstruct_command(ckpt: str, images_path: str, out: str, tokenizer, image_size: int = 0,
-                        batch_size: int = 16, progress: bool = True) -> dict:
+                        batch_size: int = 16, progress: bool = True,
+                        overwrite: bool = False) -> dict:
   """The `reconstruct` command; returns the summary it prints and stores as `settings`."""
   out_path = pathlib.Path(out)
   if out_path.suffix != ".npz":
     raise ConfigError(f"--out: {out} must end in .npz")
+  cli.check_new_output(out_path, overwrite=overwrite)
   if not out_path.parent.is_dir():
     raise FileNotFoundError(f"--out: folder {out_path.parent} does not exist")
   if batch_size <= 0:
-    raise ConfigError(f"--batch_size: must be positive, got {batch_size}")
+    raise ConfigError(f"--batch-size: must be positive, got {batch_size}")
   images, files = read_images(images_path, image_size)
   factor = 2 ** (len(tokenizer.ch_mult) - 1)
   if images.shape[1] % factor or images.shape[2] % factor:
     raise ConfigError(f"--images: size {images.shape[2]}x{images.shape[1]} is not a multiple of "
-                      f"the tokenizer's downsampling factor {factor}; pass --image_size")
+                      f"the tokenizer's downsampling factor {factor}; pass --image-size")
   model = load_tokenizer(ckpt, tokenizer)
   codes, recons = reconstruct_all(model, images, min(batch_size, len(images)), progress)
   quality = psnr(images, recons)
@@ -166,28 +155,57 @@ def reconstruct_command(ckpt: str, images_path: str, out: str, tokenizer, image_
   return summary
 
 
-def main(argv):
-  if len(argv) != 2 or argv[1] not in COMMANDS:
-    raise ConfigError(f"usage: python -m maskgil_jax.vq reconstruct --ckpt CKPT --images PATH "
-                      f"--out OUT.npz; got command {argv[1:]}")
-  f = flags.FLAGS
-  for name in ("ckpt", "images", "out"):
-    if not f[name].value:
-      raise ConfigError(f"--{name} is required")
-  if f.config is not None:
-    tokenizer = f.config.tokenizer
-  elif f.tokenizer in TOKENIZER_PRESETS:
-    tokenizer = tokenizer_config(f.tokenizer)
+def reconstruct_parser() -> cli.Parser:
+  p = cli.Parser("vq reconstruct", __doc__.split("\n\n")[0], config="optional")
+  p.add_argument("--ckpt", required=True, help="tokenizer weights: LlamaGen .pt/.safetensors "
+                 "or our checkpoint")
+  p.add_argument("--images", required=True, help="folder of images, or .npz of uint8 NHWC images")
+  p.add_argument("--out", required=True, help="output .npz")
+  p.add_argument("--tokenizer", default="vq16", help=f"tokenizer preset, one of "
+                 f"{sorted(TOKENIZER_PRESETS)} (default vq16), unless --config is given")
+  p.add_argument("--image-size", type=int, default=0, help="centre-crop and resize to this "
+                 "size (default 0: keep)")
+  p.add_argument("--batch-size", type=int, default=16, help="images per compiled call")
+  p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+  return p
+
+
+def reconstruct_main(argv) -> int:
+  a = reconstruct_parser().parse(argv)
+  if a.config is not None:
+    tokenizer = cli.load_config(a).tokenizer
+  elif a.tokenizer in TOKENIZER_PRESETS:
+    tokenizer = tokenizer_config(a.tokenizer)
   else:
-    raise ConfigError(f"--tokenizer: {f.tokenizer!r} unknown; one of {sorted(TOKENIZER_PRESETS)}")
-  s = reconstruct_command(f.ckpt, f.images, f.out, tokenizer, f.image_size, f.batch_size)
+    raise ConfigError(f"--tokenizer: {a.tokenizer!r} unknown; one of {sorted(TOKENIZER_PRESETS)}")
+  s = reconstruct_command(a.ckpt, a.images, a.out, tokenizer, a.image_size, a.batch_size,
+                          overwrite=a.overwrite)
   print(f"codebook usage: {s['codes_used']} of {s['codebook_size']} codes "
         f"({100 * s['codebook_usage']:.2f}%)")
   print(f"PSNR: {s['psnr_mean']:.2f} dB (mean over {s['num_images']} images)")
-  print(f"reconstructed {s['num_images']} images {s['image_size'][0]}x{s['image_size'][1]} -> "
-        f"{s['grid'][0]}x{s['grid'][1]} codes, written to {f.out}")
+  cli.summary(f"reconstructed {s['num_images']} images {s['image_size'][0]}x"
+              f"{s['image_size'][1]} -> {s['grid'][0]}x{s['grid'][1]} codes, written to {a.out}")
+  return 0
+
+
+SUBCOMMANDS = {"reconstruct": reconstruct_main}
+COMMANDS = tuple(SUBCOMMANDS)
+
+
+def _main(argv) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if argv and argv[0] in ("-h", "--help"):
+    print(__doc__)
+    return 0
+  if not argv or argv[0] not in SUBCOMMANDS:
+    raise cli.UsageError(f"python -m maskgil_jax.vq {{{','.join(SUBCOMMANDS)}}} ...: got "
+                         f"{argv[0] if argv else 'no subcommand'!r}")
+  return SUBCOMMANDS[argv[0]](argv[1:])
+
+
+def main(argv=None) -> int:
+  return cli.run(_main, argv)
 
 
 if __name__ == "__main__":
-  define_flags()
-  cli.run(main)
+  sys.exit(main())

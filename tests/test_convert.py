@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from absl import app
 from flax import nnx
 
+from maskgil_jax.errors import UserError
 from maskgil_jax import checkpoints, convert
 from maskgil_jax.configlib import ConfigError
 from maskgil_jax.interop import gpt_names, names, torch_io
@@ -186,7 +186,7 @@ def test_never_destroys_an_existing_out(fixtures_dir, tmp_path):
   config, out = tiny_config("tiny:llamagen"), tmp_path / "out"
   out.mkdir()
   (out / "keep.txt").write_text("mine")
-  refused(app.UsageError, "exists", "llamagen-c2i", fixtures_dir / "llamagen_gpt_tiny.pt",
+  refused(UserError, "exists", "llamagen-c2i", fixtures_dir / "llamagen_gpt_tiny.pt",
           config, out)
   # even with --overwrite, a failing conversion leaves it as it was
   refused(CheckpointError, "vq16", "llamagen-c2i", fixtures_dir / "llamagen_vq_tiny.pt", config,

@@ -139,6 +139,7 @@ def test_worker_processes_resume_and_count_skips(tmp_path):
 
 def test_tfds_source_through_data_source():
   tfds = pytest.importorskip("tensorflow_datasets")
+  pytest.importorskip("tensorflow", reason="tfds.testing.mock_data encodes images with TensorFlow")
   cfg = data_config(name="imagenet2012", fit="center_crop", ten_crop=True)
   with tfds.testing.mock_data(num_examples=6):
     it = make_pipeline(cfg, batch_size=3, seed=0, **SOLO)

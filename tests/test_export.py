@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import safetensors.torch
 import torch
-from absl import app
 from flax import nnx
 
+from maskgil_jax.errors import UserError
 from maskgil_jax import checkpoints, configlib, convert, export
 from maskgil_jax.configlib import ConfigError
 from maskgil_jax.interop import gpt_names, names, torch_io
@@ -215,15 +215,15 @@ def test_refusals_write_nothing(tmp_path):
   run = save_run(tmp_path / "run", random_transformer(config), config)
   with pytest.raises(ConfigError, match="config.model.layout: 'maskgil'"):
     export.export(run, "llamagen", tmp_path / "a.pt")
-  with pytest.raises(app.UsageError, match="does not match"):
+  with pytest.raises(UserError, match="does not match"):
     export.export(run, "native", tmp_path / "a.pt", fmt="safetensors")
-  with pytest.raises(app.UsageError, match=".pt, .pth or .safetensors"):
+  with pytest.raises(UserError, match=".pt, .pth or .safetensors"):
     export.export(run, "native", tmp_path / "a.bin")
   with pytest.raises(CheckpointError, match="holds no checkpoint"):
     export.export(tmp_path, "native", tmp_path / "a.pt")
   assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
   (tmp_path / "kept.pt").write_bytes(b"mine")
-  with pytest.raises(app.UsageError, match="exists"):
+  with pytest.raises(UserError, match="exists"):
     export.export(run, "native", tmp_path / "kept.pt")
   assert (tmp_path / "kept.pt").read_bytes() == b"mine"
 

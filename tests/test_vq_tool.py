@@ -48,7 +48,7 @@ def test_folder_in_with_resizing(fixtures_dir, pixels, tmp_path):
   Image.fromarray(pixels[0]).resize((64, 48)).save(tmp_path / "imgs" / "b.png")
   Image.fromarray(pixels[1]).save(tmp_path / "imgs" / "sub" / "a.png")
   (tmp_path / "imgs" / "notes.txt").write_text("not an image")
-  with pytest.raises(ConfigError, match="differ in size .*--image_size"):
+  with pytest.raises(ConfigError, match="differ in size .*--image-size"):
     reconstruct_command(str(fixtures_dir / "llamagen_vq_tiny.pt"), str(tmp_path / "imgs"),
                         str(tmp_path / "out.npz"), TINY, progress=False)
   reconstruct_command(str(fixtures_dir / "llamagen_vq_tiny.pt"), str(tmp_path / "imgs"),

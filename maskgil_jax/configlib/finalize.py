@@ -4,16 +4,19 @@ A bad value fails here with the dotted name of the field, not later inside a jit
 """
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
 from maskgil_jax.configlib.model import LAYOUTS
+from maskgil_jax.errors import UserError
 
 DTYPES = ("float32", "bfloat16", "float16")
 REMAT_POLICIES = ("none", "nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable",
                   "everything_saveable")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
   """A config value that cannot work; the message names the field."""
 
 
@@ -48,9 +51,30 @@ def check_model(m, prefix: str = "model") -> None:
     _require(m.cls_token_num == 1, f"{prefix}.cls_token_num", "maskgil_reference has one class token")
 
 
+# Fields holding local paths (comma-separated lists allowed): made absolute by `finalize`, so a
+# config stored with a checkpoint means the same files from any working directory.
+PATH_FIELDS = ("tokenizer.ckpt", "tokenizer.loss.lpips_weights", "data.path",
+               "data.tfds_data_dir", "ckpt.init_from")
+
+
+def absolute_paths(c: ml_collections.ConfigDict) -> None:
+  """Every local path of `PATH_FIELDS` made absolute, in place (URLs such as gs:// kept)."""
+  for field in PATH_FIELDS:
+    *parents, leaf = field.split(".")
+    node = c
+    for p in parents:
+      node = node.get(p) if isinstance(node, ml_collections.ConfigDict) else None
+    if not isinstance(node, ml_collections.ConfigDict) or not isinstance(node.get(leaf), str):
+      continue
+    parts = [x.strip() for x in node[leaf].split(",")] if node[leaf] else []
+    node[leaf] = ",".join(x if "://" in x else os.path.abspath(os.path.expanduser(x))
+                          for x in parts)
+
+
 def finalize(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A checked copy of `config` with derived values filled in."""
+  """A checked copy of `config` with derived values filled in and local paths made absolute."""
   c = config.copy_and_resolve_references()
+  absolute_paths(c)
   if "tokenizer" in c and "data" in c:
     t = c.tokenizer
     down = 2 ** (len(t.ch_mult) - 1)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.resources
 import importlib.util
 import pathlib
 from collections.abc import Iterable
@@ -13,14 +14,29 @@ from maskgil_jax.configlib.finalize import ConfigError
 REPO_CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
 
 
+def shipped_configs() -> pathlib.Path:
+  """The folder of the experiment files: the installed `maskgil_jax.configs` package (any
+  install), else the checkout's `configs/`."""
+  try:
+    folder = pathlib.Path(str(importlib.resources.files("maskgil_jax.configs")))
+    if folder.is_dir():
+      return folder
+  except (ModuleNotFoundError, TypeError):
+    pass
+  return REPO_CONFIGS
+
+
 def _resolve(path: str) -> pathlib.Path:
   p = pathlib.Path(path)
   if p.is_file():
     return p
-  for candidate in (REPO_CONFIGS / path, REPO_CONFIGS / f"{path}.py"):
+  folder = shipped_configs()
+  name = p.name if p.parent.name == "configs" else path  # `configs/x.py` from another folder
+  for candidate in (folder / name, folder / f"{name}.py"):
     if candidate.is_file():
       return candidate
-  raise ConfigError(f"config file {path!r} not found (looked in the current folder and {REPO_CONFIGS})")
+  shipped = sorted(f.stem for f in folder.glob("*.py") if not f.stem.startswith("_"))
+  raise ConfigError(f"--config {path}: no such file, nor a shipped config (one of {shipped})")
 
 
 def load_config(spec: str, overrides: Iterable[str] | dict | None = None) -> ml_collections.ConfigDict:

@@ -16,10 +16,12 @@ import warnings
 import numpy as np
 from scipy import linalg
 
+from maskgil_jax.errors import UserError
+
 SINGULAR_OFFSET = 1e-6
 
 
-class FIDError(ValueError):
+class FIDError(UserError):
   """Statistics that cannot be compared (mismatched sizes, too few samples, complex root)."""
 
 

@@ -15,11 +15,13 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 from PIL import Image
 
+from maskgil_jax.errors import UserError
+
 IMAGES_KEY = "arr_0"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
-class ImageSetError(ValueError):
+class ImageSetError(UserError):
   """An image set that cannot be evaluated: missing, empty, wrong layout, mixed sizes."""
 
 

@@ -35,6 +35,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from maskgil_jax.errors import UserError
 from maskgil_jax.evaluation.image_sets import IMAGES_KEY, write_npz
 
 SETTINGS_FILE = "settings.json"
@@ -43,7 +44,7 @@ _SHARD = re.compile(r"^shard_(\d{8})_(\d{8})_p(\d{3})\.npz$")
 _RESERVED = ("indices", "images", "labels", "settings", IMAGES_KEY)
 
 
-class SampleStoreError(ValueError):
+class SampleStoreError(UserError):
   """A sample folder that does not fit the request: other settings, bad shard, bad write."""
 
 

@@ -18,13 +18,14 @@ import pathlib
 
 import numpy as np
 
+from maskgil_jax.errors import UserError
 from maskgil_jax.evaluation.features import Features
 from maskgil_jax.evaluation.fid import feature_statistics
 from maskgil_jax.evaluation.image_sets import npz_members, write_npz
 from maskgil_jax.models.inception import POOL3_DIM, SPATIAL_DIM
 
 
-class StatsFileError(ValueError):
+class StatsFileError(UserError):
   """A statistics file that is missing, unreadable or holds arrays of the wrong shape."""
 
 

@@ -24,6 +24,8 @@ from collections.abc import Mapping
 import ml_dtypes
 import numpy as np
 
+from maskgil_jax.errors import UserError
+
 # Wrappers seen in the wild around a state dict, in the order they are tried.
 STATE_DICT_ENTRIES = ("model", "model_state_dict", "state_dict", "module")
 METADATA_ENTRY = "metadata"
@@ -39,7 +41,7 @@ _SAFETENSORS_DTYPES = {
 }
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
   """A checkpoint that cannot be used: missing, truncated, of the wrong kind or shape."""
 
 
