@@ -197,3 +197,20 @@ def test_command_line_reports_bad_input_in_one_line(tmp_path):
   proc = entry_point(tmp_path, "--config.optim.lr=-1", timeout=120)
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1] == "error: config.optim.lr: must be > 0, got -1.0"
+
+
+def test_logged_metrics_are_means_over_the_interval(codes_dir, compile_cache, tmp_path):
+  """A log step every 2 steps records the mean of the per-step values it covers (the learning
+  rate, instantaneous, is the logged step's own)."""
+  from maskgil_jax.train import train
+  train(codes_config(codes_dir, total_steps=4), tmp_path / "every")
+  train(codes_config(codes_dir, total_steps=4, **{"log.every_steps": 2}), tmp_path / "pairs")
+  every = {r["step"]: r for r in read_jsonl(tmp_path / "every" / "metrics.jsonl")}
+  pairs = {r["step"]: r for r in read_jsonl(tmp_path / "pairs" / "metrics.jsonl")}
+  assert sorted(pairs) == [2, 4]
+  for step in (2, 4):
+    for name in ("train/loss", "train/accuracy", "train/grad_norm"):
+      mean = (every[step - 1][name] + every[step][name]) / 2
+      np.testing.assert_allclose(pairs[step][name], mean, rtol=1e-6, err_msg=name)
+    assert pairs[step]["train/lr"] == every[step]["train/lr"]
+  assert every[1]["train/loss"] != every[2]["train/loss"]  # the means are not trivial

@@ -87,7 +87,6 @@ class SampleStore:
     self.arrays = _array_specs(arrays)
     self.process_index = process_index
     self.process_count = process_count
-    self.directory.mkdir(parents=True, exist_ok=True)
     self.record = json.loads(json.dumps({
         "settings": settings, "num_samples": self.num_samples,
         "image_shape": None if self.image_shape is None else list(self.image_shape),
@@ -139,6 +138,8 @@ class SampleStore:
     return self._pending.copy()
 
   def _shards(self) -> list[pathlib.Path]:
+    if not self.directory.is_dir():  # made with the first shard
+      return []
     return sorted(p for p in self.directory.iterdir() if _SHARD.match(p.name))
 
   def _scan(self):
@@ -201,6 +202,7 @@ class SampleStore:
           f"indices {not_pending[:8].tolist() or 'repeated'} are not pending for process "
           f"{self.process_index} (its range is [{lo}, {hi}), minus what is stored)")
     if not (self.directory / SETTINGS_FILE).exists():  # before the first shard
+      self.directory.mkdir(parents=True, exist_ok=True)  # a failed run leaves no folder
       _write_text_atomic(self.directory / SETTINGS_FILE,
                          json.dumps(self.record, indent=2, sort_keys=True))
     name = f"shard_{indices.min():08d}_{indices.max():08d}_p{self.process_index:03d}.npz"

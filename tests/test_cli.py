@@ -1,0 +1,148 @@
+"""The one command shell: every command answers a user mistake with one `error:` line, exit
+status 2, and leaves what is on disk as it was.
+
+Each case runs the command's `main(argv)` in-process (the commands are plain functions of their
+arguments) with one mistake: an unknown config field, a missing file, an output that already
+exists, or a bad value. The folder it works in is compared before and after.
+"""
+import hashlib
+import pathlib
+
+import pytest
+
+from maskgil_jax import (cli, convert, demo, evaluate, export, extract_codes, params, sample,
+                         train, vq)
+from maskgil_jax.configlib import load as config_load
+
+MODULES = {"train": train, "sample": sample, "evaluate": evaluate, "convert": convert,
+           "export": export, "vq": vq, "extract_codes": extract_codes, "params": params,
+           "demo": demo}
+
+
+def snapshot(folder: pathlib.Path) -> dict:
+  return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest()
+                                       if p.is_file() else "dir")
+          for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture
+def place(tmp_path, fixtures_dir):
+  """A work folder holding an existing output of each kind (a file and a folder)."""
+  (tmp_path / "taken.npz").write_bytes(b"someone else's file")
+  (tmp_path / "taken.json").write_text("{}")
+  (tmp_path / "taken.pt").write_bytes(b"someone else's weights")
+  (tmp_path / "taken_dir").mkdir()
+  (tmp_path / "taken_dir" / "keep.txt").write_text("mine")
+  (tmp_path / "a_file").write_text("not a folder")
+  return tmp_path
+
+
+def cases(t: pathlib.Path, fx: pathlib.Path) -> list[tuple[str, list, str]]:
+  """(command, argv, text the one error line must contain)."""
+  gpt = str(fx / "maskgil_gpt_tiny.safetensors")
+  vq_file = str(fx / "llamagen_vq_tiny.safetensors")
+  tiny = ["--config", "tiny"]
+  return [
+      # unknown or mistyped config field
+      ("train", [*tiny, "--workdir", t / "w", "--config.model.nosuch=1"], "config.model.nosuch"),
+      ("sample", ["--config", "tiny:maskgil_reference", "--ckpt", gpt, "--out", t / "s",
+                  "--config.decode.stepz=3"], "config.decode.stepz"),
+      ("convert", ["--kind", "vq16", "--src", vq_file, *tiny, "--out", t / "c",
+                   "--config.tokenizer.chh=3"], "config.tokenizer.chh"),
+      ("vq", ["reconstruct", "--ckpt", vq_file, "--images", t / "taken.npz", "--out", t / "r.npz",
+              *tiny, "--config.tokenizer.nosuch=1"], "config.tokenizer.nosuch"),
+      ("extract_codes", [*tiny, "--out", t / "codes", "--config.data.nosuch=1"],
+       "config.data.nosuch"),
+      ("params", [*tiny, "--config.model.nosuch=1"], "config.model.nosuch"),
+      ("evaluate", ["--samples", t / "taken.npz", "--inception", "w.pth", "--nosuch"],
+       "--nosuch"),
+      ("export", ["--workdir", t / "w", "--layout", "native", "--out", t / "o.pt", "--nosuch"],
+       "--nosuch"),
+      ("demo", ["--workdir", t / "d", "--nosuch", "1"], "--nosuch"),
+      # a file that is not there
+      ("train", ["--config", t / "missing.py", "--workdir", t / "w"], "missing.py"),
+      ("sample", ["--config", "tiny:maskgil_reference", "--ckpt", t / "missing.pt", "--out",
+                  t / "s", "--tokens-only"], "missing.pt"),
+      ("convert", ["--kind", "vq16", "--src", t / "missing.pt", *tiny, "--out", t / "c"],
+       "missing.pt"),
+      ("vq", ["reconstruct", "--ckpt", vq_file, "--images", t / "missing", "--out", t / "r.npz"],
+       "missing"),
+      ("extract_codes", ["--config", t / "missing.py", "--out", t / "codes"], "missing.py"),
+      ("params", ["--config", "missing_config"], "missing_config"),
+      ("evaluate", ["--samples", t / "missing.npz", "--ref", t / "missing.npz", "--inception",
+                    t / "missing.pth"], "missing"),
+      ("export", ["--workdir", t / "missing", "--layout", "native", "--out", t / "o.pt"],
+       "missing"),
+      # an output that exists (nothing is replaced without --overwrite)
+      ("sample", ["--config", "tiny:maskgil_reference", "--ckpt", gpt, "--out", t / "taken_dir",
+                  "--tokens-only"], "--overwrite"),
+      ("convert", ["--kind", "vq16", "--src", vq_file, *tiny, "--out", t / "taken_dir"],
+       "--overwrite"),
+      ("vq", ["reconstruct", "--ckpt", vq_file, "--images", t / "taken.npz", "--out",
+              t / "taken.npz"], "--overwrite"),
+      ("evaluate", ["--samples", t / "taken.npz", "--ref", t / "taken.npz", "--inception",
+                    t / "w.pth", "--out", t / "taken.json"], "--overwrite"),
+      ("export", ["--workdir", t / "w", "--layout", "native", "--out", t / "taken.pt"],
+       "--overwrite"),
+      ("train", [*tiny, "--workdir", t / "a_file" / "w"], "--workdir"),
+      ("demo", ["--workdir", t / "a_file" / "demo"], "--workdir"),
+      # a bad value
+      ("train", [*tiny, "--workdir", t / "w", "--config.model.dim=abc"], "config.model.dim"),
+      ("train", [*tiny, "--workdir", t / "w", "--config.batch_size=0"], "config.batch_size"),
+      ("train", [*tiny, "--workdir", t / "w", "--profile", "x"], "--profile"),
+      ("sample", ["--config", "tiny:maskgil_reference", "--ckpt", gpt, "--out", t / "s",
+                  "--batch-size", "0", "--tokens-only"], "--batch-size"),
+      ("sample", ["--config", "tiny:maskgil_reference", "--ckpt", gpt, "--out", t / "s",
+                  "--decode", "sideways"], "--decode"),
+      ("convert", ["--kind", "vq17", "--src", vq_file, *tiny, "--out", t / "c"], "--kind"),
+      ("vq", ["reconstruct", "--ckpt", vq_file, "--images", t / "taken.npz", "--out",
+              t / "r.npz", "--batch-size", "0"], "--batch-size"),
+      ("vq", ["rebuild"], "rebuild"),
+      ("extract_codes", [*tiny, "--out", t / "codes", "--batch-size", "0"], "--batch-size"),
+      ("params", [*tiny, "--config.model.layout=sideways"], "config.model.layout"),
+      ("evaluate", ["--samples", t / "taken.npz", "--ref", t / "taken.npz", "--inception",
+                    t / "w.pth", "--batch", "0"], "--batch"),
+      ("export", ["--workdir", t / "w", "--layout", "sideways", "--out", t / "o.pt"], "--layout"),
+      ("demo", ["--workdir", t / "d", "--generator-steps", "-1"], "--generator-steps"),
+  ]
+
+
+def test_every_command_is_covered():
+  assert {c for c, *_ in cases(pathlib.Path("t"), pathlib.Path("f"))} == set(MODULES)
+
+
+@pytest.mark.parametrize("index", range(len(cases(pathlib.Path("t"), pathlib.Path("f")))))
+def test_a_mistake_is_one_error_line_exit_2_and_nothing_changes(index, place, fixtures_dir,
+                                                                 capsys):
+  command, argv, named = cases(place, fixtures_dir)[index]
+  before = snapshot(place)
+  code = MODULES[command].main([str(a) for a in argv])
+  out, err = capsys.readouterr()
+  lines = err.strip().splitlines()
+  assert code == 2, (command, err)
+  assert lines[-1].startswith("error: ") and named in lines[-1], (command, err)
+  assert "Traceback" not in err and len([l for l in lines if l.startswith("error")]) == 1
+  assert snapshot(place) == before, f"{command} changed the folder"
+
+
+def test_overrides_take_both_spellings_and_config_names_resolve_anywhere(tmp_path, monkeypatch):
+  p = cli.Parser("x", "test", config="required")
+  a = p.parse(["--config", "tiny", "--config.model.dim=64", "--config.batch_size", "8"])
+  assert a.config_overrides == ["model.dim=64", "batch_size=8"]
+  config = cli.load_config(a)
+  assert config.model.dim == 64 and config.batch_size == 8
+  monkeypatch.chdir(tmp_path)  # by name, and as configs/NAME.py, from another folder
+  assert config_load.load_config("maskgil_b").model.dim == 768
+  assert config_load.load_config("configs/maskgil_b.py").model.dim == 768
+
+
+def test_paths_in_a_finalized_config_are_absolute(tmp_path, monkeypatch):
+  from maskgil_jax import configlib
+  monkeypatch.chdir(tmp_path)
+  c = configlib.load_config("tiny", ["tokenizer.ckpt=runs/vq", "ckpt.init_from=gs://b/run",
+                                     "tokenizer.loss.lpips_weights=a.pt,b.pt"])
+  f = configlib.finalize(c)
+  assert f.tokenizer.ckpt == str(tmp_path / "runs" / "vq")
+  assert f.ckpt.init_from == "gs://b/run"
+  assert f.tokenizer.loss.lpips_weights == f"{tmp_path / 'a.pt'},{tmp_path / 'b.pt'}"
+  assert configlib.finalize(f).tokenizer.ckpt == f.tokenizer.ckpt  # idempotent
