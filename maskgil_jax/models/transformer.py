@@ -16,7 +16,7 @@ from maskgil_jax.configlib.model import ffn_hidden_dim, vocab_rows
 from maskgil_jax.models import masks
 from maskgil_jax.models.attention import Attention
 from maskgil_jax.models.kv_cache import KVCache
-from maskgil_jax.models.layers import Embedding, Linear, RMSNorm
+from maskgil_jax.models.layers import Embedding, Linear, RMSNorm, stacked
 from maskgil_jax.models.layouts import Layout
 from maskgil_jax.models.remat import remat
 from maskgil_jax.parallel.rules import constrain
@@ -75,15 +75,6 @@ class Block(nnx.Module):
     return constrain(out, ACT), cache
 
 
-def _stack_layers(m, rngs: nnx.Rngs) -> Block:
-  """n_layer Blocks with parameters stacked on a leading `layers` axis."""
-  keys = jax.random.split(rngs.params(), m.n_layer)
-  stacked = jax.vmap(lambda k: Block(m, rngs=nnx.Rngs(params=k)))(keys)
-  return jax.tree.map(
-      lambda v: v.replace(out_sharding=("layers",) + tuple(v.get_metadata()["out_sharding"])),
-      stacked, is_leaf=lambda x: isinstance(x, nnx.Variable))
-
-
 class Transformer(nnx.Module):
   """Embeddings of one token layout, the layer stack, the final norm and the output head."""
 
@@ -102,7 +93,7 @@ class Transformer(nnx.Module):
     else:
       self.cls_embedding = nnx.Dict(embedding_table=Embedding(m.num_classes + 1, m.dim, **emb))
       self.tok_embeddings = Embedding(table_rows, m.dim, **emb)
-    self.layers = _stack_layers(m, rngs)
+    self.layers = stacked(lambda r: Block(m, rngs=r), m.n_layer, rngs)
     self.norm = RMSNorm(m.dim, m.norm_eps, param_dtype=pd)
     # zero-initialised like LlamaGen: every class starts equally likely
     self.output = Linear(m.dim, out_classes, ("embed", "vocab"), zero=True, param_dtype=pd,
