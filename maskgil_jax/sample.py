@@ -1,7 +1,8 @@
-"""`python -m maskgil_jax.sample`: class-conditional samples with MAR, AR or hybrid decoding.
+"""`python -m maskgil_jax.sample`: class- or text-conditional samples with MAR, AR or hybrid decoding.
 
   python -m maskgil_jax.sample --config CONFIG --ckpt CKPT --decode {mar,ar,hybrid} \
-      [--labels 1,2,3 | --per-class N] [--steps 8] [--cfg-scale W] [--temperature T] \
+      [--labels 1,2,3 | --per-class N | --prompt TEXT ... [--prompts FILE] --text-encoder DIR] \
+      [--steps 8] [--cfg-scale W] [--temperature T] \
       [--top-k K] [--top-p P] [--choice-temperature R] [--ar-tokens N] [--seed S] \
       [--batch-size B] [--tokenizer PATH] [--ar-ckpt CKPT --ar-config CONFIG] [--ema] \
       [--tokens-only] --out DIR [--config.a.b=value ...]
@@ -76,8 +77,9 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str], list[str]]:
   p = argparse.ArgumentParser(
       prog="python -m maskgil_jax.sample",
       usage="python -m maskgil_jax.sample --config CONFIG --ckpt CKPT --decode {mar,ar,hybrid} "
-            "[--labels 1,2,3 | --per-class N] [options] --out DIR",
-      description="Class-conditional samples: a PNG grid and samples.npz (see docs/generation.md).")
+            "[--labels 1,2,3 | --per-class N | --prompt TEXT] [options] --out DIR",
+      description="Class- or text-conditional samples: a PNG grid and samples.npz (see "
+                  "docs/generation.md, docs/text_to_image.md).")
   p.add_argument("--config", help="experiment file (configs/x.py[:arg]); default: the "
                  "checkpoint's own config. --config.a.b=value overrides a field")
   p.add_argument("--ckpt", required=True, help="our checkpoint folder, or a PyTorch GPT file")

@@ -109,6 +109,8 @@ def test_convert_sample_from_the_file_and_export_back(fixtures_dir, io, tmp_path
   for k in original:
     np.testing.assert_array_equal(back[k], original[k], err_msg=k)
   assert info["parameters"] == sum(v.size for v in original.values())
+  from maskgil_jax import params
+  assert params.report(config.model)[1] == info["parameters"]  # `python -m maskgil_jax.params`
 
 
 def test_mismatched_kinds_are_refused(fixtures_dir, tmp_path):
@@ -116,6 +118,9 @@ def test_mismatched_kinds_are_refused(fixtures_dir, tmp_path):
     convert.convert("llamagen-c2i", fixtures_dir / FIXTURE, tiny("llamagen"), tmp_path / "a")
   with pytest.raises(ConfigError, match="config.model.condition: 'class', but a llamagen-t2i"):
     convert.convert("llamagen-t2i", fixtures_dir / FIXTURE, tiny("llamagen"), tmp_path / "b")
+  from maskgil_jax import train
+  with pytest.raises(ConfigError, match="config.model.condition: 'caption' models need caption"):
+    train.check_config(tiny("maskgil_t2i"))
   with pytest.raises(ConfigError, match="text.max_length: 60 differs"):
     configlib.finalize(configlib.load_config("tiny:llamagen_t2i", ["text.max_length=60"]))
 
