@@ -6,7 +6,15 @@ from maskgil_jax import configlib
 
 
 def get_config(layout: str = "maskgil"):
+  """`layout`: maskgil | llamagen | maskgil_reference, or llamagen_t2i / maskgil_t2i for a caption
+  model on the tiny T5 of the test fixtures (32-wide features, 120 slots)."""
+  caption = layout.endswith("_t2i")
+  layout = layout.removesuffix("_t2i")
   c = configlib.base_config("tiny", layout, tokenizer="tiny")
+  if caption:
+    c.model.condition = "caption"
+    c.model.caption_dim = 32
+    c.model.cls_token_num = c.text.max_length = 120
   c.model.codebook_size = 512
   c.tokenizer.codebook_size = 512
   c.model.num_classes = 10

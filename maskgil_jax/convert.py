@@ -8,7 +8,8 @@
       --config configs/tiny.py:maskgil_reference --out ckpt/maskgil_ref
 
 Kinds: `vq16` (LlamaGen's VQModel and relatives, `config.tokenizer`), `llamagen-c2i` (LlamaGen's
-class-conditional GPT, `config.model.layout='llamagen'`), `maskgil-reference` (the public MaskGIL
+class-conditional GPT, `config.model.layout='llamagen'`), `llamagen-t2i` (its text-to-image GPT,
+layout 'llamagen' with `config.model.condition='caption'`, e.g. configs/llamagen_t2i_xl.py), `maskgil-reference` (the public MaskGIL
 GPT, layout 'maskgil_reference') and `native` (a file `maskgil_jax.export --layout native`
 wrote, of any of our models). `--src` is a `.pt`/`.pth` (read with torch.load(weights_only=True):
 nothing but tensors and plain containers is unpickled) or a `.safetensors` file; the state dict
@@ -38,8 +39,10 @@ from maskgil_jax.models.transformer import Transformer
 from maskgil_jax.models.vq import VQModel
 
 # kind -> the reference layout of config.model it needs (None: a tokenizer, or native)
-KINDS = {"vq16": None, "llamagen-c2i": "llamagen", "maskgil-reference": "maskgil_reference",
-         "native": None}
+KINDS = {"vq16": None, "llamagen-c2i": "llamagen", "llamagen-t2i": "llamagen",
+         "maskgil-reference": "maskgil_reference", "native": None}
+# kind -> the config.model.condition it needs
+_CONDITION = {"llamagen-c2i": "class", "llamagen-t2i": "caption", "maskgil-reference": "class"}
 # Fields that change what a network computes without changing any key or shape: a native
 # file's embedded config must agree with --config on them.
 _UNSHAPED_FIELDS = {
@@ -55,6 +58,8 @@ def key_family(state_dict) -> str | None:
     return "vq16"
   if "tok_emb.weight" in state_dict:
     return "maskgil-reference"
+  if "cls_embedding.cap_proj.fc1.weight" in state_dict:
+    return "llamagen-t2i"  # LlamaGen's caption embedder
   if "tok_embeddings.weight" in state_dict:
     return "llamagen-c2i"  # our native GPTs share LlamaGen's embedding names
   return None
@@ -109,6 +114,10 @@ def import_weights(kind: str, state_dict, metadata: dict, config, source: str):
     return module, saved
   if KINDS[kind] is not None:
     gpt_names.check_reference_architecture(config.model, KINDS[kind])
+    condition = config.model.get("condition", "class")
+    if condition != _CONDITION[kind]:
+      raise configlib.ConfigError(f"config.model.condition: {condition!r}, but a {kind} "
+                                  f"checkpoint is conditioned on {_CONDITION[kind]!r}")
   abstract = nnx.eval_shape(lambda: Transformer(config.model, rngs=nnx.Rngs(0)))
   module = names.import_state_dict(abstract, state_dict, gpt_names.gpt_rules(config.model),
                                    source=source, ignore=gpt_names.non_parameter_keys(state_dict))

@@ -1,7 +1,8 @@
-"""`python -m maskgil_jax.sample`: class-conditional samples with MAR, AR or hybrid decoding.
+"""`python -m maskgil_jax.sample`: class- or text-conditional samples with MAR, AR or hybrid decoding.
 
   python -m maskgil_jax.sample --config CONFIG --ckpt CKPT --decode {mar,ar,hybrid} \
-      [--labels 1,2,3 | --per-class N] [--steps 8] [--cfg-scale W] [--temperature T] \
+      [--labels 1,2,3 | --per-class N | --prompt TEXT ... [--prompts FILE] --text-encoder DIR] \
+      [--steps 8] [--cfg-scale W] [--temperature T] \
       [--top-k K] [--top-p P] [--choice-temperature R] [--ar-tokens N] [--seed S] \
       [--batch-size B] [--tokenizer PATH] [--ar-ckpt CKPT --ar-config CONFIG] [--ema] \
       [--tokens-only] --out DIR [--config.a.b=value ...]
@@ -52,7 +53,10 @@ from maskgil_jax.decode.hybrid import check_pair
 from maskgil_jax.evaluation.image_sets import NpzImages
 from maskgil_jax.evaluation.sample_store import SETTINGS_FILE, SampleStore
 from maskgil_jax.interop import gpt_names, names, torch_io
+from maskgil_jax.models.conditions import Caption
 from maskgil_jax.models.transformer import Transformer
+from maskgil_jax.text.encoder import caption_features, load_text_encoder
+from maskgil_jax.text.prompts import check_condition, read_prompts
 from maskgil_jax.checkpoints import load_tokenizer
 from maskgil_jax.models.vq import TokenizerSpec
 from maskgil_jax.parallel.mesh import (BATCH_AXES, batch_sharding, batch_shards, global_batch,
@@ -71,15 +75,20 @@ DECODE_FLAGS = {"steps": "steps", "cfg_scale": "cfg_scale", "temperature": "temp
 
 def parse_args(argv=None) -> tuple[argparse.Namespace, list[str], list[str]]:
   """(flags, `--config.*` overrides, `--ar-config.*` overrides)."""
-  p = cli.Parser("sample", "Class-conditional samples: a PNG grid and samples.npz (see "
-                 "docs/generation.md).", config="optional", override_prefixes=("ar-config",),
+  p = cli.Parser("sample", "Class- or text-conditional samples: a PNG grid and samples.npz "
+                 "(see docs/generation.md, docs/text_to_image.md).", config="optional",
+                 override_prefixes=("ar-config",),
                  usage="[--config CONFIG] --ckpt CKPT --decode {mar,ar,hybrid} [--labels 1,2,3 "
-                       "| --per-class N] [options] --out DIR")
+                       "| --per-class N | --prompt TEXT] [options] --out DIR")
   p.add_argument("--ckpt", required=True, help="our checkpoint folder, or a PyTorch GPT file")
   p.add_argument("--decode", choices=METHODS, default="mar")
   labels = p.add_mutually_exclusive_group()
   labels.add_argument("--labels", help="comma-separated class ids (default: classes 0..7)")
   labels.add_argument("--per-class", type=int, help="N samples of every class, class by class")
+  labels.add_argument("--prompt", action="append", help="text-to-image: a prompt (repeatable)")
+  p.add_argument("--prompts", help="text-to-image: a file of prompts, one per line")
+  p.add_argument("--text-encoder", help="text-to-image: Hugging Face T5 folder (default: "
+                 "config.text.encoder)")
   p.add_argument("--steps", type=int, help="MAR steps (hybrid: MAR steps after AR)")
   p.add_argument("--cfg-scale", type=float, help="guidance w: (1 + w) cond - w uncond; 0 = off")
   p.add_argument("--temperature", type=float, help="divides the logits; 0 = greedy")
@@ -227,14 +236,15 @@ def local_rows(x, sharding) -> np.ndarray:
 
 def sample_into(store: SampleStore, model, labels: np.ndarray, seed: int,
                 settings: DecodeSettings, method: str, *, batch_size: int, mesh, tokenizer=None,
-                ar_model=None, progress: bool = True) -> int:
+                ar_model=None, progress: bool = True, captions=None) -> int:
   """Generate this process's pending samples of `store` (tokens, and images with a tokenizer)
   in global batches of `batch_size`, each process feeding its own rows; returns how many.
 
   Every process runs the same number of batches (the largest share), padding with rows of
   index N (no sample's) that are dropped. The next batch is dispatched before the previous one
   is copied back and written, so the devices do not wait for the host; a batch that finished
-  when an exception (e.g. Ctrl-C) arrives is still written."""
+  when an exception (e.g. Ctrl-C) arrives is still written. `captions` (left-padded features
+  [N, P, C], mask [N, P]) condition sample i on caption i instead of its label."""
   n = len(labels)
   sharding = batch_sharding(mesh)
   rows = rows_per_process(sharding, batch_size)
@@ -249,8 +259,14 @@ def sample_into(store: SampleStore, model, labels: np.ndarray, seed: int,
 
   def dispatch(i):
     part = slice(i * rows, (i + 1) * rows)
-    batch = global_batch({"index": indices[part], "label": batch_labels[part]}, mesh)
-    tokens = generate_tokens(model, batch["label"], sample_keys(seed_key, batch["index"]),
+    local = {"index": indices[part], "label": batch_labels[part]}
+    if captions is not None:
+      which = np.minimum(indices[part], n - 1)  # padding rows borrow a real caption
+      local.update(caption=captions[0][which], caption_mask=captions[1][which])
+    batch = global_batch(local, mesh)
+    cond = (Caption.create(batch["caption"], batch["caption_mask"]) if captions is not None
+            else batch["label"])
+    tokens = generate_tokens(model, cond, sample_keys(seed_key, batch["index"]),
                              settings, method, ar_model)
     return i, tokens, (tokens_to_images(tokenizer, tokens) if tokenizer is not None else None)
 
@@ -344,7 +360,15 @@ def run(args, overrides, ar_overrides) -> str:
     if getattr(args, flag) is not None:
       apply_override(config.decode, field, getattr(args, flag))
   settings = DecodeSettings.from_config(config.decode)
-  labels = parse_labels(args.labels, args.per_class, config.model.num_classes)
+  prompts = read_prompts(args.prompt, args.prompts)
+  check_condition(config.model.get("condition", "class"), prompts=bool(prompts),
+                  labels=args.labels is not None or args.per_class is not None)
+  labels = (np.zeros(len(prompts), np.int64) if prompts else
+            parse_labels(args.labels, args.per_class, config.model.num_classes))
+  text_encoder = args.text_encoder or (config.text.encoder if "text" in config else "")
+  if prompts and not text_encoder:
+    raise configlib.ConfigError("prompts need the text encoder: give --text-encoder DIR (a "
+                                "FLAN-T5 folder) or set config.text.encoder")
   mesh = make_mesh(config.mesh)
   rules = make_rules(config.mesh.get("rules"))
   shards = batch_shards(mesh)
@@ -371,10 +395,14 @@ def run(args, overrides, ar_overrides) -> str:
   image_size = side * TokenizerSpec.from_config(config.tokenizer).downsample_factor
   out = pathlib.Path(args.out)
   prepare_out(out, args.overwrite)
+  record = settings_record(args, config, ar_config, args.decode, labels, ckpt, ar_ckpt)
+  if prompts:
+    record.update(prompts=prompts, text_encoder=path_id(text_encoder),
+                  text=config.text.to_dict())
   store = SampleStore(
       out / SHARDS_DIR, num_samples=len(labels),
       image_shape=None if args.tokens_only else (image_size, image_size, 3),
-      settings=settings_record(args, config, ar_config, args.decode, labels, ckpt, ar_ckpt),
+      settings=record,
       process_index=jax.process_index(), process_count=jax.process_count(),
       arrays={"tokens": ((side, side), "int32")})
 
@@ -388,6 +416,11 @@ def run(args, overrides, ar_overrides) -> str:
   if args.decode == "hybrid" and settings.ar_tokens > model.layout.num_image_tokens:
     raise configlib.ConfigError(f"--ar-tokens {settings.ar_tokens}: the grid has only "
                                 f"{model.layout.num_image_tokens} tokens")
+  captions = None
+  if prompts:
+    text = load_text_encoder(text_encoder, max_length=config.text.max_length,
+                             dtype=config.text.dtype, caption_dim=config.model.caption_dim)
+    captions = caption_features(text, prompts)
   tokenizer = None
   if not args.tokens_only:
     tokenizer = jax.device_put(load_tokenizer(args.tokenizer or config.tokenizer.ckpt,
@@ -397,7 +430,8 @@ def run(args, overrides, ar_overrides) -> str:
   with jax.set_mesh(mesh), axis_rules(rules):
     generated = sample_into(store, model, labels, args.seed, settings, args.decode,
                             batch_size=batch_size, mesh=mesh, tokenizer=tokenizer,
-                            ar_model=ar_model, progress=jax.process_index() == 0)
+                            ar_model=ar_model, progress=jax.process_index() == 0,
+                            captions=captions)
   # a collective, so also the barrier before process 0 merges every process's shards
   generated = int(np.sum(multihost_utils.process_allgather(np.array(generated))))
   if jax.process_index() != 0:

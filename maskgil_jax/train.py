@@ -61,6 +61,10 @@ def check_config(config) -> None:
                       "step and does not accumulate; use 1")
   if config.task == "tokenizer" and config.data.name == "codes":
     raise ConfigError("config.data.name: the tokenizer task trains on images, not 'codes'")
+  if config.task == "generator" and config.model.get("condition", "class") == "caption":
+    # the train step and objectives take caption batches; no data source yields them yet
+    raise ConfigError("config.model.condition: 'caption' models need caption data, which no "
+                      f"data source provides yet (config.data.name={config.data.name!r})")
 
 
 def prepare_workdir(workdir) -> epath.Path:

@@ -8,6 +8,7 @@ from maskgil_jax import configlib
 from maskgil_jax.configlib import ConfigError
 from maskgil_jax.decode import sampling
 from maskgil_jax.decode.sampling import DecodeSettings
+from maskgil_jax.models import conditions
 
 PROBS = jnp.array([0.5, 0.3, 0.15, 0.05])
 
@@ -55,7 +56,7 @@ def test_sampling_follows_temperature_and_greedy_is_argmax():
 
 def test_guidance_pairs_each_sample_with_its_null_row():
   labels = jnp.array([3, 7])
-  np.testing.assert_array_equal(sampling.doubled_labels(labels, 10), [3, 10, 7, 10])
+  np.testing.assert_array_equal(conditions.doubled(labels, 10), [3, 10, 7, 10])
   np.testing.assert_array_equal(sampling.doubled(jnp.array([[1], [2]])), [[1], [1], [2], [2]])
   cond, uncond = jnp.array([[1.0, 2.0], [0.0, 4.0]]), jnp.array([[0.5, 0.5], [1.0, 1.0]])
   rows = jnp.stack([cond, uncond], axis=1).reshape(4, 2)

@@ -1,6 +1,6 @@
 """The full config tree every experiment file starts from.
 
-Sections: model, tokenizer, data, objective, optim, mesh, decode, ckpt, log, plus `task`,
+Sections: model, tokenizer, data, objective, optim, mesh, decode, text, ckpt, log, plus `task`,
 `seed`, `total_steps`, `batch_size`. One function per section so each stays short; the values
 are LlamaGen / MaskGIL defaults (docs/reference.md section 5).
 """
@@ -81,6 +81,15 @@ def decode_config() -> ml_collections.ConfigDict:
   return d
 
 
+def text_config() -> ml_collections.ConfigDict:
+  """The text encoder of caption models (config.model.condition='caption')."""
+  t = ml_collections.ConfigDict()
+  t.encoder = ""  # a Hugging Face T5 folder (config.json, spiece.model, weights): FLAN-T5-XL
+  t.max_length = 120  # T5 tokens per prompt, </s> included = the caption slots (LlamaGen: 120)
+  t.dtype = "float32"  # the encoder's compute dtype
+  return t
+
+
 def ckpt_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.every_steps = 1000
@@ -112,6 +121,7 @@ def base_config(size: str = "B", layout: str = "maskgil",
   c.optim = optim_config()
   c.mesh = mesh_config()
   c.decode = decode_config()
+  c.text = text_config()
   c.ckpt = ckpt_config()
   c.log = log_config()
   return c

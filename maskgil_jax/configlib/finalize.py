@@ -46,6 +46,15 @@ def check_model(m, prefix: str = "model") -> None:
            f"{m.remat_policy!r}; one of {REMAT_POLICIES}")
   for f in ("token_dropout", "resid_dropout", "ffn_dropout", "attn_dropout"):
     _require(0.0 <= m[f] < 1.0, f"{prefix}.{f}", f"must be in [0, 1), got {m[f]}")
+  condition = m.get("condition", "class")
+  _require(condition in ("class", "caption"), f"{prefix}.condition",
+           f"{condition!r}; one of 'class', 'caption'")
+  if condition == "caption":
+    _require(isinstance(m.caption_dim, int) and m.caption_dim > 0, f"{prefix}.caption_dim",
+             f"must be a positive int, got {m.caption_dim!r}")
+    _require(m.layout != "maskgil_reference", f"{prefix}.condition",
+             "a caption prefix needs layout llamagen or maskgil (maskgil_reference puts one "
+             "class token last)")
   if m.layout == "maskgil_reference":
     _require(m.rope == "1d", f"{prefix}.rope", "the maskgil_reference layout uses 1d RoPE")
     _require(m.cls_token_num == 1, f"{prefix}.cls_token_num", "maskgil_reference has one class token")
@@ -88,6 +97,11 @@ def finalize(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _require(c.model.codebook_size == c.tokenizer.codebook_size, "model.codebook_size",
              f"{c.model.codebook_size} differs from tokenizer.codebook_size "
              f"{c.tokenizer.codebook_size}")
+  if "model" in c and "text" in c and c.model.get("condition", "class") == "caption":
+    _require(c.text.max_length == c.model.cls_token_num, "text.max_length",
+             f"{c.text.max_length} differs from model.cls_token_num {c.model.cls_token_num} "
+             "(one caption slot per T5 token)")
+    _require(c.text.dtype in DTYPES, "text.dtype", f"{c.text.dtype!r}; one of {DTYPES}")
   for f in ("batch_size", "total_steps"):
     if f in c:
       _require(isinstance(c[f], int) and c[f] > 0, f, f"must be a positive int, got {c[f]!r}")

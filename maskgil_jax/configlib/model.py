@@ -43,7 +43,9 @@ def model_config(size: str = "B", layout: str = "maskgil") -> ml_collections.Con
   m.rope_base = 10000.0
   m.codebook_size = 16384
   m.num_classes = 1000
-  m.cls_token_num = 1
+  m.cls_token_num = 1  # condition slots: 1 class token, or the caption length (120, LlamaGen)
+  m.condition = "class"  # 'class' (labels) or 'caption' (text-encoder features)
+  m.caption_dim = 2048  # width of the caption features (FLAN-T5-XL); used by 'caption' only
   m.grid_size = 16  # image tokens per side (image_size / tokenizer downsampling)
   m.update(LAYOUTS[layout])
   m.token_dropout = 0.1

@@ -82,3 +82,21 @@ def llamagen(size: str) -> ml_collections.ConfigDict:
   c.decode.cfg_scale = 0.75 if size in ("XL", "XXL") else 1.0
   c.decode.cfg_schedule = "constant"
   return c
+
+
+def llamagen_t2i(size: str) -> ml_collections.ConfigDict:
+  """LlamaGen's text-to-image GPT (docs/reference.md section 8): the LlamaGen AR model with a
+  caption prefix of 120 FLAN-T5-XL features (2,048 wide) instead of the class token, stage 1
+  at 256 px; lr 1e-4 (its `train_t2i.py`), caption drop 0.1. Guidance as its sampler:
+  s = 7.5 (w = 6.5 here), top-k 1,000, temperature 1. Caption data comes with part 2; the
+  config is for sampling and converting the released weights today."""
+  c = llamagen(size)
+  c.model.condition = "caption"
+  c.model.caption_dim = 2048
+  c.model.cls_token_num = c.text.max_length = 120
+  c.optim.lr = 1e-4
+  c.decode.cfg_scale = 6.5
+  c.decode.top_k = 1000
+  c.decode.temperature = 1.0
+  c.log.sample_every_steps = 0  # the trainer's sample grids are class-conditional
+  return c

@@ -13,8 +13,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from maskgil_jax.decode.sampling import (DecodeSettings, doubled, doubled_labels, fold_rows,
+from maskgil_jax.decode.sampling import (DecodeSettings, doubled, fold_rows,
                                          guide, row_keys, sample_tokens)
+from maskgil_jax.models import conditions
 from maskgil_jax.models.kv_cache import CACHE_AXES
 from maskgil_jax.parallel.rules import constrain
 
@@ -33,7 +34,8 @@ def _next_logits(model, logits, settings: DecodeSettings):
 
 def generate(model, labels, key, settings: DecodeSettings, num_tokens: int | None = None,
              return_logits: bool = False) -> ArResult:
-  """Decode labels [B] into the first `num_tokens` (default: all) image tokens.
+  """Decode labels [B] (or a `conditions.Caption`) into the first `num_tokens` (default: all)
+  image tokens.
 
   `key` is one key or one per sample ([B]; see sampling.row_keys).
 
@@ -45,9 +47,9 @@ def generate(model, labels, key, settings: DecodeSettings, num_tokens: int | Non
   n = layout.num_image_tokens if num_tokens is None else num_tokens
   if not 1 <= n <= layout.num_image_tokens:
     raise ValueError(f"AR decoding writes 1..{layout.num_image_tokens} tokens, asked for {n}")
-  keys = row_keys(key, labels.shape[0])
-  feed_labels = doubled_labels(labels, layout.null_label) if settings.guided else labels
-  cache = model.init_cache(feed_labels.shape[0])
+  keys = row_keys(key, conditions.batch_size(labels))
+  feed_labels = conditions.doubled(labels, layout.null_label) if settings.guided else labels
+  cache = model.init_cache(conditions.batch_size(feed_labels))
   cache = cache.replace(k=constrain(cache.k, CACHE_AXES), v=constrain(cache.v, CACHE_AXES))
   logits, cache = model.decode(None, feed_labels, cache)
   first_logits = _next_logits(model, logits, settings)

@@ -12,10 +12,14 @@ import jax.numpy as jnp
 
 from maskgil_jax.decode import ar, mar
 from maskgil_jax.decode.sampling import DecodeSettings, row_keys
+from maskgil_jax.models import conditions
 
 
 def check_pair(ar_model, mar_model) -> None:
   """The AR and MAR models must speak the same tokens; raises ValueError naming the mismatch."""
+  if ar_model.condition != mar_model.condition:
+    raise ValueError(f"hybrid: the AR model is conditioned on {ar_model.condition}s but the MAR "
+                     f"model on {mar_model.condition}s")
   a, m = ar_model.layout, mar_model.layout
   for field in ("codebook_size", "num_classes", "grid_size"):
     if getattr(a, field) != getattr(m, field):
@@ -29,7 +33,7 @@ def check_pair(ar_model, mar_model) -> None:
 
 
 def generate(ar_model, mar_model, labels, key, settings: DecodeSettings) -> mar.MarState:
-  """Tokens [B, L] for labels [B]; commit_step is -1 where AR wrote the token. `key` is one
+  """Tokens [B, L] for labels [B] or a `conditions.Caption`; commit_step is -1 where AR wrote the token. `key` is one
   key or one per sample."""
   check_pair(ar_model, mar_model)
   layout = mar_model.layout
@@ -37,9 +41,10 @@ def generate(ar_model, mar_model, labels, key, settings: DecodeSettings) -> mar.
   if n_ar > length:
     raise ValueError(f"config.decode.ar_tokens: {n_ar} is more than the {length} tokens of "
                      "the grid")
-  pairs = jax.vmap(jax.random.split)(row_keys(key, labels.shape[0]))
+  b = conditions.batch_size(labels)
+  pairs = jax.vmap(jax.random.split)(row_keys(key, b))
   k_ar, k_mar = pairs[:, 0], pairs[:, 1]
-  grid = jnp.full((labels.shape[0], length), layout.mask_id, jnp.int32)
+  grid = jnp.full((b, length), layout.mask_id, jnp.int32)
   if n_ar > 0:
     grid = grid.at[:, :n_ar].set(ar.generate(ar_model, labels, k_ar, settings, n_ar).tokens)
   if n_ar == length:

@@ -14,8 +14,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from maskgil_jax.decode.sampling import (DecodeSettings, doubled, doubled_labels, fold_rows,
+from maskgil_jax.decode.sampling import (DecodeSettings, doubled, fold_rows,
                                          guide, row_keys, sample_tokens)
+from maskgil_jax.models import conditions
 from maskgil_jax.decode.schedules import tokens_per_step
 
 
@@ -39,7 +40,7 @@ def guided_logits(model, tokens, labels, settings: DecodeSettings, step):
   codes = model.layout.codebook_size
   if not settings.guided:
     return model.mar_logits(tokens, labels)[..., :codes]
-  logits = model.mar_logits(doubled(tokens), doubled_labels(labels, model.layout.null_label))
+  logits = model.mar_logits(doubled(tokens), conditions.doubled(labels, model.layout.null_label))
   w = settings.cfg_scale
   if settings.cfg_schedule == "linear":
     w = w * _progress(step, settings.steps)
@@ -70,7 +71,7 @@ def _step(model, labels, keys, settings: DecodeSettings, counts, step, state: Ma
 
 
 def generate(model, labels, key, settings: DecodeSettings, init_tokens=None) -> MarState:
-  """Decode labels [B] into a MarState of tokens [B, L] in `settings.steps` forward passes.
+  """Decode labels [B] (or a `conditions.Caption`) into a MarState of tokens [B, L] in `settings.steps` forward passes.
 
   `key` is one key or one per sample ([B]; see sampling.row_keys).
 
@@ -81,7 +82,7 @@ def generate(model, labels, key, settings: DecodeSettings, init_tokens=None) -> 
   if layout.mask_id is None:
     raise ValueError(f"MAR decoding needs a MASK token; layout {layout.name!r} has none "
                      "(use the AR decoder)")
-  b, n = labels.shape[0], layout.num_image_tokens
+  b, n = conditions.batch_size(labels), layout.num_image_tokens
   if init_tokens is None:
     init_tokens = jnp.full((b, n), layout.mask_id, jnp.int32)
   if init_tokens.shape != (b, n):

@@ -86,11 +86,6 @@ def doubled(x):
   return jnp.repeat(x, 2, axis=0)
 
 
-def doubled_labels(labels, null_label: int):
-  """[B] -> [2B]: (label, null) per sample."""
-  return jnp.stack([labels, jnp.full_like(labels, null_label)], axis=1).reshape(-1)
-
-
 def guide(logits, w):
   """[2B, ...] interleaved logits -> [B, ...]: (1 + w) * cond - w * uncond."""
   pairs = logits.reshape((-1, 2) + logits.shape[1:])

@@ -1,4 +1,4 @@
-"""Name table between our Transformer and the PyTorch GPTs (LlamaGen c2i, public MaskGIL).
+"""Name table between our Transformer and the PyTorch GPTs (LlamaGen c2i and t2i, public MaskGIL).
 
 Our parameter paths already spell the reference keys; the table adds the layer index `{i}`
 (our layers are stacked) and the transpose of every Linear. The `native` extras (QK-norm) have
@@ -39,6 +39,11 @@ def gpt_rules(m) -> list[Rule]:
   """The table for a model config `m` (config.model)."""
   if m.layout == "maskgil_reference":
     rules = [Rule("tok_emb.weight", "tok_emb.weight")]
+  elif m.get("condition", "class") == "caption":  # LlamaGen t2i's CaptionEmbedder
+    rules = [Rule(f"cls_embedding.cap_proj.{fc}.weight", f"cls_embedding.cap_proj.{fc}.weight",
+                  "linear") for fc in ("fc1", "fc2")]
+    rules += [Rule("cls_embedding.uncond_embedding", "cls_embedding.uncond_embedding"),
+              Rule("tok_embeddings.weight", "tok_embeddings.weight")]
   else:
     rules = [Rule("cls_embedding.embedding_table.weight", "cls_embedding.embedding_table.weight"),
              Rule("tok_embeddings.weight", "tok_embeddings.weight")]
@@ -61,6 +66,8 @@ def check_reference_architecture(m, layout: str) -> None:
     raise ConfigError(f"config.model.layout: {m.layout!r}, but the reference {layout} code "
                       f"needs layout {layout!r}")
   for field, want in REFERENCE_ARCHITECTURES[layout].items():
+    if field == "cls_token_num" and m.get("condition", "class") == "caption":
+      continue  # a caption prefix has as many slots as the text encoder's max length
     if m[field] != want:
       raise ConfigError(f"config.model.{field}: {m[field]!r}; the reference {layout} code has "
                         f"{field}={want!r} only (use the native layout for this model)")

@@ -99,6 +99,32 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], di
   return out, dict(metadata)
 
 
+def map_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+  """Like `read_safetensors`, but every array is a read-only view of the memory-mapped file:
+  nothing is read until a tensor is used, so an 11 GB text encoder is never held twice.
+  bfloat16 tensors stay bfloat16 (`ml_dtypes`); callers cast what they take."""
+  path = pathlib.Path(path)
+  try:
+    with open(path, "rb") as f:
+      header_len = int.from_bytes(f.read(8), "little")
+      header = json.loads(f.read(header_len))
+    data = np.memmap(path, dtype=np.uint8, mode="r")
+  except Exception as e:
+    raise CheckpointError(f"{path}: not a readable safetensors file (truncated or another "
+                          f"format?): {str(e)[:300]}") from e
+  metadata = header.pop("__metadata__", None) or {}
+  out, base = {}, 8 + header_len
+  for name, t in header.items():
+    if t["dtype"] not in _SAFETENSORS_DTYPES:
+      raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {t['dtype']}")
+    start, end = (base + o for o in t["data_offsets"])
+    if end > data.size:
+      raise CheckpointError(f"{path}: tensor {name!r} ends at byte {end} but the file has "
+                            f"{data.size} (truncated?)")
+    out[name] = data[start:end].view(_SAFETENSORS_DTYPES[t["dtype"]]).reshape(t["shape"])
+  return out, dict(metadata)
+
+
 def _to_numpy(obj):
   import torch
   if isinstance(obj, torch.Tensor):

@@ -1,4 +1,5 @@
-"""The few parameterised pieces the transformer is built from: Linear, Embedding, RMSNorm.
+"""The few parameterised pieces the transformers are built from: Linear, Embedding, RMSNorm,
+and `stacked` (n copies of a block with parameters on a leading `layers` axis).
 
 Weights are stored fp32 under the PyTorch reference's leaf name `weight` and cast to the compute
 dtype where they are used; each carries the logical names of its axes.
@@ -51,3 +52,13 @@ class RMSNorm(nnx.Module):
     x32 = x.astype(jnp.float32)
     normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
     return (normed.astype(x.dtype) * self.weight[...].astype(x.dtype))
+
+
+def stacked(make_block, n: int, rngs: nnx.Rngs):
+  """n blocks `make_block(rngs)` with every parameter stacked on a leading `layers` axis (its
+  logical names gain a leading 'layers'), one independent init key per block."""
+  keys = jax.random.split(rngs.params(), n)
+  blocks = jax.vmap(lambda k: make_block(nnx.Rngs(params=k)))(keys)
+  return jax.tree.map(
+      lambda v: v.replace(out_sharding=("layers",) + tuple(v.get_metadata()["out_sharding"])),
+      blocks, is_leaf=lambda x: isinstance(x, nnx.Variable))

@@ -1,5 +1,11 @@
 """The one LLaMA transformer: bidirectional it is MaskGIL, causal with a KV cache it is LlamaGen.
 
+The condition prefix is a class token (`config.model.condition='class'`) or a caption
+(`'caption'`): `cls_token_num` slots of text-encoder features through LlamaGen's caption MLP
+(`cls_embedding.cap_proj.fc1/fc2`, tanh GELU) with a learned null caption
+(`cls_embedding.uncond_embedding`); padded caption slots are hidden from every query (each
+slot still sees itself), in the causal and the bidirectional mode alike.
+
 Parameters (names as the PyTorch reference keys) are plain pytree leaves; layer parameters are
 stacked on a leading `layers` axis and run by `lax.scan` (or an unrolled loop, same outputs)
 under `jax.checkpoint`. Every call is a pure function of the module, its inputs, an explicit
@@ -13,10 +19,10 @@ import numpy as np
 from flax import nnx
 
 from maskgil_jax.configlib.model import ffn_hidden_dim, vocab_rows
-from maskgil_jax.models import masks
+from maskgil_jax.models import conditions, masks
 from maskgil_jax.models.attention import Attention
 from maskgil_jax.models.kv_cache import KVCache
-from maskgil_jax.models.layers import Embedding, Linear, RMSNorm
+from maskgil_jax.models.layers import Embedding, Linear, RMSNorm, stacked
 from maskgil_jax.models.layouts import Layout
 from maskgil_jax.models.remat import remat
 from maskgil_jax.parallel.rules import constrain
@@ -75,15 +81,6 @@ class Block(nnx.Module):
     return constrain(out, ACT), cache
 
 
-def _stack_layers(m, rngs: nnx.Rngs) -> Block:
-  """n_layer Blocks with parameters stacked on a leading `layers` axis."""
-  keys = jax.random.split(rngs.params(), m.n_layer)
-  stacked = jax.vmap(lambda k: Block(m, rngs=nnx.Rngs(params=k)))(keys)
-  return jax.tree.map(
-      lambda v: v.replace(out_sharding=("layers",) + tuple(v.get_metadata()["out_sharding"])),
-      stacked, is_leaf=lambda x: isinstance(x, nnx.Variable))
-
-
 class Transformer(nnx.Module):
   """Embeddings of one token layout, the layer stack, the final norm and the output head."""
 
@@ -97,12 +94,21 @@ class Transformer(nnx.Module):
     table_rows, out_classes = vocab_rows(m)
     pd = jnp.dtype(m.param_dtype)  # fp32 master weights unless a config says otherwise
     emb = dict(std=m.init_std, param_dtype=pd, rngs=rngs)
+    self.condition = m.get("condition", "class")
     if m.layout == "maskgil_reference":
       self.tok_emb = Embedding(table_rows, m.dim, **emb)
+    elif self.condition == "caption":
+      c = m.caption_dim
+      null = (jax.random.normal(rngs.params(), (m.cls_token_num, c)) * c ** -0.5).astype(pd)
+      self.cls_embedding = nnx.Dict(
+          cap_proj=nnx.Dict(fc1=Linear(c, m.dim, ("caption_embed", "mlp"), **emb),
+                            fc2=Linear(m.dim, m.dim, ("mlp", "embed"), **emb)),
+          uncond_embedding=nnx.Param(null, out_sharding=("caption_slots", "caption_embed")))
+      self.tok_embeddings = Embedding(table_rows, m.dim, **emb)
     else:
       self.cls_embedding = nnx.Dict(embedding_table=Embedding(m.num_classes + 1, m.dim, **emb))
       self.tok_embeddings = Embedding(table_rows, m.dim, **emb)
-    self.layers = _stack_layers(m, rngs)
+    self.layers = stacked(lambda r: Block(m, rngs=r), m.n_layer, rngs)
     self.norm = RMSNorm(m.dim, m.norm_eps, param_dtype=pd)
     # zero-initialised like LlamaGen: every class starts equally likely
     self.output = Linear(m.dim, out_classes, ("embed", "vocab"), zero=True, param_dtype=pd,
@@ -139,9 +145,30 @@ class Transformer(nnx.Module):
     return self.output(self.norm(h)).astype(jnp.float32)
 
   # ---- sequences --------------------------------------------------------------------------
+  def embed_caption(self, cap: conditions.Caption):
+    """[B, P, D]: caption features (or the null caption where `cap.null`) through the MLP."""
+    e = self.cls_embedding
+    null = e["uncond_embedding"][...].astype(cap.features.dtype)
+    x = jnp.where(cap.null[:, None, None], null[None], cap.features).astype(self.dtype)
+    proj = e["cap_proj"]
+    return proj["fc2"](jax.nn.gelu(proj["fc1"](x), approximate=True))
+
+  def key_mask(self, cond, length: int, key_mask=None):
+    """[B, S] keys that may be attended: a caption's padding hidden, `key_mask` applied."""
+    if conditions.is_caption(cond):
+      image = jnp.ones((cond.mask.shape[0], length - cond.mask.shape[1]), bool)
+      cap = jnp.concatenate([cond.mask, image], axis=1)
+      key_mask = cap if key_mask is None else cap & key_mask.astype(bool)
+    return key_mask
+
   def embed(self, tokens, labels):
-    """[B, S, D] embeddings of the layout's sequence for image tokens [B, T] and labels [B]."""
+    """[B, S, D] embeddings of the layout's sequence for image tokens [B, T] and the condition
+    (labels [B] or a `conditions.Caption`)."""
     lay = self.layout
+    conditions.check_kind(labels, self.condition)
+    if conditions.is_caption(labels):
+      cap = self.embed_caption(labels)
+      return jnp.concatenate([cap, self.tok_embeddings(tokens, self.dtype)], axis=1)
     if lay.name == "maskgil_reference":
       ids = jnp.concatenate([tokens, lay.reference_class_ids(labels)[:, None]], axis=1)
       return self.tok_emb(ids, self.dtype)
@@ -153,7 +180,8 @@ class Transformer(nnx.Module):
     """Logits [B, S, V] (fp32) at every slot of the sequence built from tokens and labels.
 
     mode: 'bidirectional' (MaskGIL) or 'causal' (teacher-forced AR). `key` enables dropout
-    (training); without it the call is deterministic. `key_mask` [B, S] hides padded slots.
+    (training); without it the call is deterministic. `key_mask` [B, S] hides padded slots
+    (a caption's own padding is hidden without it).
     """
     if mode not in ("bidirectional", "causal"):
       raise ValueError(f"mode {mode!r}: use 'bidirectional' or 'causal' (decode via decode())")
@@ -162,7 +190,7 @@ class Transformer(nnx.Module):
     cos, sin = (jnp.asarray(t[:s]) for t in self.layout.rope_tables())
     keys = jax.random.split(key) if key is not None else (None, None)
     h = constrain(dropout(h, self.token_dropout, keys[0]), ACT)
-    mask = masks.attention_mask(mode, s, key_mask=key_mask)
+    mask = masks.attention_mask(mode, s, key_mask=self.key_mask(labels, s, key_mask))
     h, _, _ = self._run_layers(h, cos, sin, mask, keys[1])
     return self._head(h)
 
@@ -194,16 +222,19 @@ class Transformer(nnx.Module):
     if self.layout.prefix_len == 0:
       raise ValueError("cached decoding needs a condition prefix (layout llamagen or maskgil)")
     if tokens is None:
-      h = self.embed(jnp.zeros((labels.shape[0], 0), jnp.int32), labels)
+      h = self.embed(jnp.zeros((conditions.batch_size(labels), 0), jnp.int32), labels)
+      if conditions.is_caption(labels):  # padded caption slots stay hidden from every query
+        cache = cache.replace(valid=jax.lax.dynamic_update_slice_in_dim(
+            cache.valid, labels.mask, cache.length, axis=1))
     else:
       h = self.tok_embeddings(tokens, self.dtype)
     t, start = h.shape[1], cache.length
     cos_all, sin_all = (jnp.asarray(x) for x in self.layout.rope_tables())
     cos = jax.lax.dynamic_slice_in_dim(cos_all, start, t)
     sin = jax.lax.dynamic_slice_in_dim(sin_all, start, t)
-    mask = masks.attention_mask("decode", t, cache.max_len, start=start)
+    mask = masks.attention_mask("decode", t, cache.max_len, start=start, key_mask=cache.valid)
     h, k, v = self._run_layers(h, cos, sin, mask, None, cache, start)
-    return self._head(h), KVCache(k, v, start + t)
+    return self._head(h), KVCache(k, v, start + t, cache.valid)
 
 
 def num_params(module) -> int:

@@ -32,6 +32,9 @@ DEFAULT_RULES: dict[str, str | tuple[str, ...] | None] = {
     "conv_out": "fsdp",
     "codebook": None,
     "codebook_dim": None,
+    "buckets": None,  # T5 relative-position buckets
+    "caption_embed": "fsdp",  # width of the text encoder's features
+    "caption_slots": None,  # the caption prefix's slots (the learned null caption)
     # activations
     "act_batch": ("data", "fsdp"),
     "act_length": None,

@@ -7,7 +7,9 @@
 - `ar_loss` (LlamaGen): teacher-forced next-token cross-entropy through the causal mode, with
   the same label drop.
 
-batch = {'codes': int32 [B, h, w] or [B, L], 'label': int32 [B]}. Metrics are fp32 scalars:
+batch = {'codes': int32 [B, h, w] or [B, L], 'label': int32 [B]}, or for a caption model
+'caption' float [B, P, caption_dim] + 'caption_mask' [B, P] (left padded) instead of 'label';
+a dropped caption becomes the model's null caption (models/conditions.py). Metrics are fp32 scalars:
 'loss', 'accuracy' (argmax hits on the positions the model had to predict: the masked ones for
 MAR, all for AR) and, for MAR, 'mask_ratio' (fraction of tokens masked in the batch).
 """
@@ -17,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from maskgil_jax.decode.schedules import check_schedule, mask_ratio
+from maskgil_jax.models import conditions
 
 LOSS_POSITIONS = ("all", "masked")
 
@@ -31,11 +34,9 @@ def cross_entropy(logits, targets, label_smoothing: float = 0.0):
   return (1.0 - label_smoothing) * nll - label_smoothing * jnp.mean(logp, axis=-1)
 
 
-def drop_labels(key, labels, rate: float, null_label: int):
-  """Labels with each one replaced by the null class with probability `rate` (CFG training)."""
-  if rate == 0.0:
-    return labels
-  return jnp.where(jax.random.bernoulli(key, rate, labels.shape), null_label, labels)
+def drop_labels(key, batch, rate: float, null_label: int):
+  """The batch's condition, each row replaced by the null one with probability `rate` (CFG)."""
+  return conditions.dropped(key, conditions.from_batch(batch), rate, null_label)
 
 
 def _flat_codes(batch):
@@ -62,7 +63,7 @@ def mar_loss(model, batch, key, objective_cfg):
   ratio = mask_ratio(objective_cfg.mask_schedule, jax.random.uniform(k_ratio, codes.shape[:1]))
   masked = jax.random.uniform(k_mask, codes.shape) < ratio[:, None]
   inputs = jnp.where(masked, layout.mask_id, codes)
-  labels = drop_labels(k_label, batch["label"], objective_cfg.label_drop, layout.null_label)
+  labels = drop_labels(k_label, batch, objective_cfg.label_drop, layout.null_label)
   logits = model.mar_logits(inputs, labels, key=k_dropout)
   per_token = cross_entropy(logits, codes, objective_cfg.label_smoothing)
   scored = masked if objective_cfg.loss_on == "masked" else jnp.ones_like(masked)
@@ -76,7 +77,7 @@ def ar_loss(model, batch, key, objective_cfg):
   """Next-token loss of a causal model (layouts llamagen, maskgil): slot j predicts code j."""
   codes = _flat_codes(batch)
   k_label, k_dropout = jax.random.split(key)
-  labels = drop_labels(k_label, batch["label"], objective_cfg.label_drop, model.layout.null_label)
+  labels = drop_labels(k_label, batch, objective_cfg.label_drop, model.layout.null_label)
   logits = model.ar_logits(codes, labels, key=k_dropout)
   loss = jnp.mean(cross_entropy(logits, codes, objective_cfg.label_smoothing))
   accuracy = jnp.mean((jnp.argmax(logits, axis=-1) == codes).astype(jnp.float32))

@@ -79,7 +79,8 @@ def make_generator_step(loss_fn: LossFn, tx: optax.GradientTransformation,
   def train_step(state: TrainState, batch: dict, key, tokenizer=None):
     key = jax.random.fold_in(key, state.step)
     if "codes" not in batch:
-      batch = {"codes": tokenizer.encode(batch["image"]), "label": batch["label"]}
+      rest = {k: v for k, v in batch.items() if k != "image"}  # label or caption entries
+      batch = {"codes": tokenizer.encode(batch["image"]), **rest}
     graphdef, params, rest = nnx.split(state.params, nnx.Param, ...)
 
     def grad_fn(p, micro, k):
