@@ -149,7 +149,7 @@ def summary(message: str, *args) -> None:
 
 
 # ---- logging -----------------------------------------------------------------------------------
-_ROUTINE = ("read only", "read-only", "readonly")  # orbax's warnings on every restore
+_ROUTINE = ("read only", "read_only", "read-only", "readonly")  # orbax's warnings on every restore
 
 
 class _LibraryChatter(logging.Filter):

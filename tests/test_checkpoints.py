@@ -127,3 +127,18 @@ def test_nothing_is_moved_when_no_checkpoint_can_be_read(tmp_path, tiny):
     checkpoints.restore_state(manager, jax.eval_shape(lambda: state), quarantine=True)
   assert manager.all_steps() == [1] and (tmp_path / "1").is_dir()
   manager.close()
+
+
+def test_terminal_shows_our_warnings_but_not_the_library_chatter(tmp_path, tiny, capsys):
+  """A restore prints nothing on the terminal (orbax's routine 'read only' warnings are
+  dropped); our own warnings, such as a checkpoint fallback, are one plain line."""
+  from maskgil_jax import cli
+  cli.setup_logging()
+  config, model, abstract = tiny
+  checkpoints.save_params(tmp_path / "run", model, config, step=1)
+  capsys.readouterr()
+  same_params(checkpoints.restore_params(tmp_path / "run", abstract), model)
+  assert capsys.readouterr().err == ""
+  logging.warning("checkpoint %s cannot be read; falling back to the previous one", "x/2")
+  assert capsys.readouterr().err == ("warning: checkpoint x/2 cannot be read; falling back to "
+                                     "the previous one\n")

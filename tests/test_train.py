@@ -54,6 +54,13 @@ def test_tokenizer_task_end_to_end(tokenizer_run):
   assert "done at step 2 of 2" in proc.stdout
   records = read_jsonl(workdir / "metrics.jsonl")
   assert [r["step"] for r in records] == [1, 2]
+  # the terminal: notices and one line per log step; no orbax chatter
+  lines = proc.stderr.splitlines()
+  assert any(l.startswith("training steps 1..2 of tokenizer") for l in lines), proc.stderr
+  steps = [l for l in lines if l.startswith("step ")]
+  assert [l.split()[1] for l in steps] == ["1/2", "2/2"]
+  assert all(k in steps[-1] for k in ("loss", "lr", "gnorm", "tok/s", "ETA")), steps
+  assert "orbax" not in proc.stderr.lower() and "Traceback" not in proc.stderr
   assert records[1]["train/disc_loss"] > 0 and np.isfinite(records[1]["train/loss"])
   assert records[1]["perf/images_per_s"] > 0 and records[1]["perf/tflops_per_device"] > 0
   assert list(workdir.glob("events.out.tfevents.*")) and list(workdir.glob("train*.INFO"))
