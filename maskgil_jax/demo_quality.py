@@ -14,9 +14,9 @@ two busy CPU cores):
 """
 from __future__ import annotations
 
-import argparse
 import os
 import pathlib
+import sys
 import time
 
 import jax
@@ -26,6 +26,7 @@ import optax
 from flax import nnx
 
 import maskgil_jax  # noqa: F401  (NNX tree mode)
+from maskgil_jax import cli
 from maskgil_jax.data.demo_set import demo_images
 from maskgil_jax.evaluation.fid import feature_statistics, frechet_distance
 from maskgil_jax.interop.names import Rule, import_state_dict, named_arrays
@@ -134,16 +135,17 @@ def load_classifier(path: str | os.PathLike = CLASSIFIER_FILE) -> DemoClassifier
   return import_state_dict(abstract, arrays, _identity_rules(abstract), source=str(path))
 
 
-def main(argv=None) -> None:
-  p = argparse.ArgumentParser(
-      prog="python -m maskgil_jax.demo_quality",
-      usage="python -m maskgil_jax.demo_quality --out FILE.npz [--steps N] [--seed S]",
-      description="Train the demo-set classifier that judges generated samples, save it, and "
-                  "report its accuracy on the held-out real images.")
+def _main(argv=None) -> int:
+  p = cli.Parser("demo_quality", "Train the demo-set classifier that judges generated samples, "
+                 "save it, and report its accuracy on the held-out real images.")
   p.add_argument("--out", required=True, help="where to write the parameters (.npz)")
   p.add_argument("--steps", type=int, default=1500, help="training steps of batch 128")
   p.add_argument("--seed", type=int, default=0)
-  args = p.parse_args(argv)
+  p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+  args = p.parse(argv)
+  if args.steps < 1:
+    raise cli.UsageError(f"--steps must be >= 1, got {args.steps}")
+  cli.check_new_output(args.out, overwrite=args.overwrite)
   start = time.time()
   train_x, train_y = demo_images("train", IMAGE_SIZE)
   model = train_demo_classifier(train_x, train_y, steps=args.steps, seed=args.seed,
@@ -152,9 +154,14 @@ def main(argv=None) -> None:
   test_x, test_y = demo_images("test", IMAGE_SIZE)
   logits, _ = classify(model, test_x)
   accuracy = float(np.mean(np.argmax(logits, -1) == test_y))
-  print(f"classifier saved to {args.out}: held-out accuracy {accuracy:.4f} "
-        f"({len(test_y)} images), trained {args.steps} steps in {time.time() - start:.0f}s")
+  cli.summary(f"classifier saved to {args.out}: held-out accuracy {accuracy:.4f} "
+              f"({len(test_y)} images), trained {args.steps} steps in {time.time() - start:.0f}s")
+  return 0
+
+
+def main(argv=None) -> int:
+  return cli.run(_main, argv)
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

@@ -10,13 +10,13 @@ import pathlib
 
 import pytest
 
-from maskgil_jax import (cli, convert, demo, evaluate, export, extract_codes, params, sample,
-                         train, vq)
+from maskgil_jax import (cli, convert, demo, demo_quality, evaluate, export, extract_codes,
+                         params, sample, train, vq)
 from maskgil_jax.configlib import load as config_load
 
 MODULES = {"train": train, "sample": sample, "evaluate": evaluate, "convert": convert,
            "export": export, "vq": vq, "extract_codes": extract_codes, "params": params,
-           "demo": demo}
+           "demo": demo, "demo_quality": demo_quality}
 
 
 def snapshot(folder: pathlib.Path) -> dict:
@@ -104,6 +104,9 @@ def cases(t: pathlib.Path, fx: pathlib.Path) -> list[tuple[str, list, str]]:
                     t / "w.pth", "--batch", "0"], "--batch"),
       ("export", ["--workdir", t / "w", "--layout", "sideways", "--out", t / "o.pt"], "--layout"),
       ("demo", ["--workdir", t / "d", "--generator-steps", "-1"], "--generator-steps"),
+      ("demo_quality", ["--out", t / "taken.npz"], "--overwrite"),
+      ("demo_quality", ["--out", t / "c.npz", "--steps", "0"], "--steps"),
+      ("demo_quality", ["--out", t / "c.npz", "--nosuch"], "--nosuch"),
   ]
 
 
