@@ -32,7 +32,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from maskgil_jax import __version__
-from maskgil_jax.interop import vq_names
+from maskgil_jax.interop import tokenizer_names
 from maskgil_jax.interop.torch_io import CheckpointError, load_state_dict
 from maskgil_jax.models.vq import TokenizerSpec, VQModel
 
@@ -325,9 +325,11 @@ def restore_tokenizer(directory: str | os.PathLike, abstract_module):
   return restore_params(directory, abstract_module)
 
 
-def load_tokenizer(path: str | os.PathLike, tokenizer_config):
+def load_tokenizer(path: str | os.PathLike, tokenizer_config, *, ema: bool = False):
   """The tokenizer `tokenizer_config` describes, with weights from one of our checkpoints (a
-  directory) or a LlamaGen `.pt` / `.safetensors` file (`{"model": sd}` or a bare state dict).
+  directory) or a reference `.pt` / `.safetensors` file of its family: LlamaGen's
+  (`{"model": sd}` or a bare state dict), or a taming / Chameleon / Open-MAGVIT2 Lightning
+  checkpoint (`{"state_dict": sd}`; loss and EMA keys dropped, `ema` reads the EMA copy).
 
   Every key and shape is checked; a mismatch raises CheckpointError naming each missing,
   unexpected and mis-shaped entry. Lives here, beside the orbax side, so that `models/` never
@@ -340,7 +342,8 @@ def load_tokenizer(path: str | os.PathLike, tokenizer_config):
     return restore_tokenizer(path, abstract)
   if not path.exists():
     raise CheckpointError(f"{path}: no such file or directory")
-  return vq_names.import_vq_state_dict(abstract, load_state_dict(path), source=str(path))
+  return tokenizer_names.import_tokenizer_state_dict(abstract, load_state_dict(path),
+                                                     source=str(path), ema=ema)
 
 
 def _tuples(x):

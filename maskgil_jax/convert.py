@@ -7,9 +7,13 @@
   python -m maskgil_jax.convert --kind maskgil-reference --src MaskGIL/ckpt/last.pth \
       --config configs/tiny.py:maskgil_reference --out ckpt/maskgil_ref
 
-Kinds: `vq16` (LlamaGen's VQModel and relatives, `config.tokenizer`), `llamagen-c2i` (LlamaGen's
+Kinds: `vq16` (LlamaGen's VQModel and relatives, `config.tokenizer`), `taming-vqgan` and
+`chameleon-vqgan` (taming's VQGAN: MaskGIT-pytorch's and Chameleon's Lightning checkpoints,
+tokenizer kind 'taming'), `open-magvit2` (kind 'magvit2'; Lightning `loss.*` and EMA keys are
+dropped, everything else is checked), `llamagen-c2i` (LlamaGen's
 class-conditional GPT, `config.model.layout='llamagen'`), `llamagen-t2i` (its text-to-image GPT,
-layout 'llamagen' with `config.model.condition='caption'`, e.g. configs/llamagen_t2i_xl.py), `maskgil-reference` (the public MaskGIL
+layout 'llamagen' with `config.model.condition='caption'`, e.g. configs/llamagen_t2i_xl.py),
+`maskgil-reference` (the public MaskGIL
 GPT, layout 'maskgil_reference') and `native` (a file `maskgil_jax.export --layout native`
 wrote, of any of our models). `--src` is a `.pt`/`.pth` (read with torch.load(weights_only=True):
 nothing but tensors and plain containers is unpickled) or a `.safetensors` file; the state dict
@@ -33,16 +37,20 @@ import sys
 from flax import nnx
 
 from maskgil_jax import checkpoints, cli, configlib
-from maskgil_jax.interop import gpt_names, names, torch_io, vq_names
+from maskgil_jax.interop import gpt_names, names, tokenizer_names, torch_io
 from maskgil_jax.interop.torch_io import CheckpointError
 from maskgil_jax.models.transformer import Transformer
 from maskgil_jax.models.vq import VQModel
 
 # kind -> the reference layout of config.model it needs (None: a tokenizer, or native)
 KINDS = {"vq16": None, "llamagen-c2i": "llamagen", "llamagen-t2i": "llamagen",
-         "maskgil-reference": "maskgil_reference", "native": None}
+         "maskgil-reference": "maskgil_reference", "native": None, "taming-vqgan": None,
+         "chameleon-vqgan": None, "open-magvit2": None}
 # kind -> the config.model.condition it needs
 _CONDITION = {"llamagen-c2i": "class", "llamagen-t2i": "caption", "maskgil-reference": "class"}
+# tokenizer kind -> (key family, the config.tokenizer.kind it needs)
+TOKENIZER_KINDS = {"vq16": ("llamagen", "vq"), "taming-vqgan": ("taming", "taming"),
+                   "chameleon-vqgan": ("taming", "taming"), "open-magvit2": ("magvit2", "magvit2")}
 # Fields that change what a network computes without changing any key or shape: a native
 # file's embedded config must agree with --config on them.
 _UNSHAPED_FIELDS = {
@@ -54,6 +62,9 @@ _UNSHAPED_FIELDS = {
 
 def key_family(state_dict) -> str | None:
   """Which kind of model a state dict's keys belong to (None when none is recognised)."""
+  family = tokenizer_names.family_of(state_dict)
+  if family is not None:  # taming's file is the taming-vqgan or chameleon-vqgan kind alike
+    return {"llamagen": "vq16", "taming": "taming-vqgan", "magvit2": "open-magvit2"}[family]
   if any(k.startswith(("encoder.", "decoder.")) for k in state_dict):
     return "vq16"
   if "tok_emb.weight" in state_dict:
@@ -67,6 +78,8 @@ def key_family(state_dict) -> str | None:
 
 def _check_family(kind: str, state_dict, source: str) -> None:
   found = key_family(state_dict)
+  if kind in TOKENIZER_KINDS and found in TOKENIZER_KINDS:
+    found = kind if TOKENIZER_KINDS[found][0] == TOKENIZER_KINDS[kind][0] else found
   if found != kind:
     what = f"a {found} checkpoint" if found else "no checkpoint kind this converter knows"
     raise CheckpointError(f"{source}: holds {what}, not {kind} (first keys: "
@@ -94,7 +107,8 @@ def _native_target(metadata: dict, config, source: str) -> str:
   return target
 
 
-def import_weights(kind: str, state_dict, metadata: dict, config, source: str):
+def import_weights(kind: str, state_dict, metadata: dict, config, source: str,
+                   ema: bool = False):
   """(module, config to save with it) holding the weights of a state dict of `kind`."""
   if kind not in KINDS:
     raise cli.UsageError(f"--kind {kind!r}; one of {list(KINDS)}")
@@ -102,13 +116,15 @@ def import_weights(kind: str, state_dict, metadata: dict, config, source: str):
     target = _native_target(metadata, config, source)
   else:
     _check_family(kind, state_dict, source)
-    target = "tokenizer" if kind == "vq16" else "transformer"
+    target = "tokenizer" if kind in TOKENIZER_KINDS else "transformer"
   if target == "tokenizer":
-    if kind == "vq16" and config.tokenizer.kind != "vq":
+    needs = TOKENIZER_KINDS.get(kind, (None, None))[1]
+    if needs is not None and config.tokenizer.kind != needs:
       raise configlib.ConfigError(f"config.tokenizer.kind: {config.tokenizer.kind!r}, but a "
-                                  "vq16 checkpoint is a codebook VQ ('vq')")
+                                  f"{kind} checkpoint needs {needs!r}")
     abstract = nnx.eval_shape(lambda: VQModel(config.tokenizer, rngs=nnx.Rngs(0)))
-    module = vq_names.import_vq_state_dict(abstract, state_dict, source=source)
+    module = tokenizer_names.import_tokenizer_state_dict(abstract, state_dict, source=source,
+                                                         ema=ema)
     saved = config.copy_and_resolve_references()
     saved.task = "tokenizer"  # so `config.tokenizer.ckpt=OUT` restores it as a tokenizer
     return module, saved
@@ -144,12 +160,12 @@ def write_checkpoint(out: pathlib.Path, module, config, overwrite: bool = False)
 
 
 def convert(kind: str, src, config, out, *, entry: str | None = None,
-            overwrite: bool = False) -> dict:
+            overwrite: bool = False, ema: bool = False) -> dict:
   """Convert `src` into an orbax checkpoint at `out`; returns a summary."""
   out = cli.check_new_output(out, overwrite=overwrite, what="folder")
   config = configlib.finalize(config)
   state_dict, metadata = torch_io.load_weights(src, entry)
-  module, saved_config = import_weights(kind, state_dict, metadata, config, str(src))
+  module, saved_config = import_weights(kind, state_dict, metadata, config, str(src), ema)
   write_checkpoint(out, module, saved_config, overwrite)
   return dict(tensors=len(state_dict),
               parameters=sum(v.size for v in names.named_arrays(module).values()))
@@ -162,6 +178,8 @@ def parser() -> cli.Parser:
   p.add_argument("--out", required=True, help="folder to write the orbax checkpoint to")
   p.add_argument("--entry", help="checkpoint entry holding the weights, e.g. ema (default: the "
                  "bare dict, model, model_state_dict or state_dict)")
+  p.add_argument("--ema", action="store_true", help="tokenizers: read the EMA copy of the "
+                 "weights (Open-MAGVIT2's model_ema.*)")
   p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
   return p
 
@@ -170,7 +188,7 @@ def _main(argv) -> int:
   args = parser().parse(argv)
   config = cli.load_config(args)
   info = convert(args.kind, args.src, config, args.out, entry=args.entry,
-                 overwrite=args.overwrite)
+                 overwrite=args.overwrite, ema=args.ema)
   cli.summary(f"converted {args.kind} {args.src} ({info['tensors']} tensors, "
               f"{info['parameters']:,} parameters) to {args.out}")
   return 0

@@ -11,6 +11,8 @@ writes one `.pt` or `.safetensors` file (`--format`, otherwise from the suffix):
   LlamaGen's `autoregressive/models/gpt.py`, tokenizers into its `VQModel` (buffer included).
 - `maskgil-reference`: the public MaskGIL code's names, `{"model_state_dict": sd}` (its loaders
   read that entry); a tokenizer exports as for `llamagen`, which MaskGIL reuses.
+- `taming`, `open-magvit2`: a taming-kind (MaskGIT / Chameleon VQGAN) or magvit2-kind
+  tokenizer as `{"state_dict": sd}`, the Lightning entry their loaders read (no loss keys).
 - `native`: any of our models (QK-norm, post-norm, 2D RoPE, ...), for
   `maskgil_jax/interop/torch_model.py`.
 Every file carries the run's config as metadata, so `torch_model.load_transformer(FILE)` needs
@@ -29,15 +31,19 @@ from flax import nnx
 
 from maskgil_jax import checkpoints, cli
 from maskgil_jax.configlib import ConfigError
-from maskgil_jax.interop import gpt_names, names, torch_io, vq_names
+from maskgil_jax.interop import gpt_names, names, tokenizer_names, torch_io, vq_names
 from maskgil_jax.models.transformer import Transformer
 from maskgil_jax.models.vq import VQModel
 
-LAYOUTS = ("llamagen", "maskgil-reference", "native")
+LAYOUTS = ("llamagen", "maskgil-reference", "native", "taming", "open-magvit2")
+# the tokenizer kinds each reference layout can hold (native holds any)
+_TOKENIZER_LAYOUTS = {"llamagen": ("vq",), "maskgil-reference": ("vq",), "taming": ("taming",),
+                      "open-magvit2": ("magvit2",)}
 FORMATS = {".pt": "pt", ".pth": "pt", ".safetensors": "safetensors"}
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}
 # where each layout's reference GPT loaders look for the state dict inside a .pt file
-_PT_ENTRY = {"llamagen": "model", "maskgil-reference": "model_state_dict", "native": "model"}
+_PT_ENTRY = {"llamagen": "model", "maskgil-reference": "model_state_dict", "native": "model",
+             "taming": "state_dict", "open-magvit2": "state_dict"}  # Lightning's entry
 
 def on_host(abstract):
   """`abstract` with every array placed on the first CPU device, so a checkpoint of any mesh
@@ -60,15 +66,19 @@ def restore_model(workdir, step: int | None = None, ema: bool = False):
 
 
 def tokenizer_state_dict(model: VQModel, layout: str, dtype) -> dict[str, np.ndarray]:
-  """LlamaGen's VQModel state dict (our tokenizer keys are LlamaGen's in every layout)."""
-  if layout != "native" and model.spec.kind != "vq":
+  """The reference state dict of the tokenizer's family (our keys are the reference's in
+  every layout: LlamaGen's, taming's or Open-MAGVIT2's)."""
+  kinds = _TOKENIZER_LAYOUTS.get(layout)
+  if kinds is not None and model.spec.kind not in kinds:
     raise ConfigError(f"config.tokenizer.kind: {model.spec.kind!r} has no counterpart in the "
-                      "reference code (LlamaGen's VQModel); use --layout native")
-  sd = vq_names.export_vq_state_dict(model)
+                      f"{layout} layout (it holds {', '.join(kinds)}); use --layout native")
+  sd = tokenizer_names.export_tokenizer_state_dict(model)
   return {k: v if k == vq_names.BUFFER_KEY else v.astype(dtype) for k, v in sd.items()}
 
 
 def transformer_state_dict(model: Transformer, config, layout: str, dtype) -> dict[str, np.ndarray]:
+  if layout in _TOKENIZER_LAYOUTS and layout not in ("llamagen", "maskgil-reference"):
+    raise ConfigError(f"--layout {layout} is a tokenizer layout; this checkpoint is a generator")
   if layout != "native":
     gpt_names.check_reference_architecture(config.model, layout.replace("-", "_"))
   return names.export_state_dict(model, gpt_names.gpt_rules(config.model), dtype=dtype)
@@ -98,7 +108,9 @@ def export(workdir, layout: str, out, *, fmt: str | None = None, step: int | Non
     state_dict = transformer_state_dict(module, config, layout, DTYPES[dtype])
   metadata = {torch_io.META_KIND: kind, torch_io.META_LAYOUT: layout,
               torch_io.META_CONFIG: config.to_json_best_effort()}
-  wrap = "model" if kind == "tokenizer" else _PT_ENTRY[layout]  # MaskGIL loads LlamaGen's VQ
+  wrap = _PT_ENTRY[layout]
+  if kind == "tokenizer" and layout in ("llamagen", "maskgil-reference", "native"):
+    wrap = "model"  # MaskGIL loads LlamaGen's VQ
   torch_io.save_state_dict(state_dict, out, wrap=wrap, metadata=metadata)
   return dict(kind=kind, tensors=len(state_dict),
               parameters=int(sum(v.size for k, v in state_dict.items()

@@ -116,6 +116,9 @@ def base_config(size: str = "B", layout: str = "maskgil",
   c.batch_size = 256
   c.model = model_config(size, layout)
   c.tokenizer = tokenizer_config(tokenizer)
+  # the generator's vocabulary follows its tokenizer (the MASK id is codebook_size, and
+  # finalize derives the grid from data.image_size and the tokenizer's downsampling)
+  c.model.codebook_size = c.tokenizer.codebook_size
   c.data = data_config()
   c.objective = objective_config()
   c.optim = optim_config()

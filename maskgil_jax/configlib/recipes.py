@@ -25,10 +25,12 @@ def steps_for_epochs(epochs: int, batch_size: int, examples: int = IMAGENET_TRAI
   return math.ceil(epochs * examples / batch_size)
 
 
-def _imagenet_generator(size: str, layout: str, batch_size: int) -> ml_collections.ConfigDict:
-  """What both recipes share: ImageNet 256 through VQ-16, bf16 compute on fp32 weights, clip
-  1.0, label drop 0.1 for classifier-free guidance, 300 epochs, the mesh for the size."""
-  c = base_config(size, layout, tokenizer="vq16")
+def _imagenet_generator(size: str, layout: str, batch_size: int,
+                        tokenizer: str = "vq16") -> ml_collections.ConfigDict:
+  """What both recipes share: ImageNet 256 through a tokenizer preset (VQ-16 in both papers;
+  its codebook size sets the generator's vocabulary), bf16 compute on fp32 weights, clip 1.0,
+  label drop 0.1 for classifier-free guidance, 300 epochs, the mesh for the size."""
+  c = base_config(size, layout, tokenizer=tokenizer)
   c.batch_size = batch_size
   c.total_steps = steps_for_epochs(EPOCHS, batch_size)
   c.data.name = "imagenet2012"
@@ -49,11 +51,11 @@ def _imagenet_generator(size: str, layout: str, batch_size: int) -> ml_collectio
   return c
 
 
-def maskgil(size: str) -> ml_collections.ConfigDict:
+def maskgil(size: str, tokenizer: str = "vq16") -> ml_collections.ConfigDict:
   """MaskGIL: AdamW lr 1e-4 constant, betas (0.9, 0.96), weight decay 1e-5 on every weight,
   batch 256, arccos mask ratio, label smoothing 0.1 over all 256 positions; images resized,
   randomly cropped and flipped, tokenized on the fly (set tokenizer.ckpt)."""
-  c = _imagenet_generator(size, "maskgil", batch_size=256)
+  c = _imagenet_generator(size, "maskgil", batch_size=256, tokenizer=tokenizer)
   c.objective.name = "mar"
   c.objective.mask_schedule = "arccos"
   c.objective.label_smoothing = 0.1
@@ -65,11 +67,12 @@ def maskgil(size: str) -> ml_collections.ConfigDict:
   return c
 
 
-def llamagen(size: str) -> ml_collections.ConfigDict:
+def llamagen(size: str, tokenizer: str = "vq16") -> ml_collections.ConfigDict:
   """LlamaGen AR: AdamW lr 1e-4 (2e-4 for XL and XXL), betas (0.9, 0.95), weight decay 0.05 on
   matrices only, batch 256 (512 for XXL), plain cross-entropy on ten-crop + flip codes
   extracted once (`python -m maskgil_jax.extract_codes`; set data.path)."""
-  c = _imagenet_generator(size, "llamagen", batch_size=512 if size == "XXL" else 256)
+  c = _imagenet_generator(size, "llamagen", batch_size=512 if size == "XXL" else 256,
+                          tokenizer=tokenizer)
   c.data.name = "codes"
   c.data.ten_crop = True
   c.objective.name = "ar"

@@ -1,4 +1,6 @@
-"""Tokenizer presets: LlamaGen VQ-16, the codebook-study variants and the LFQ tokenizer.
+"""Tokenizer presets: LlamaGen VQ-16, the codebook-study variants, the LFQ tokenizer, and the
+released tokenizers of the paper's tokenizer study (taming/MaskGIT VQGAN, Chameleon VQGAN,
+Open-MAGVIT2; docs/reference.md section 10, docs/tokenizer.md for where the weights are).
 
 The `tokenizer` section describes the network (read by `maskgil_jax.models.vq.VQModel`) and,
 under `tokenizer.loss`, the training objective (read by `maskgil_jax.training.tokenizer_losses`;
@@ -25,6 +27,31 @@ TOKENIZER_PRESETS = {
     # tiny lookup-free model for tests: 6 bits = 64 codes.
     "tiny_lfq": dict(kind="lfq", ch=64, ch_mult=(1, 2), z_channels=64, codebook_size=64,
                      codebook_dim=6, l2_norm=False, entropy_loss=0.1),
+    # taming VQGAN f16, 1,024 x 256 codes, attention at 16x16 (MaskGIT-pytorch's ImageNet
+    # tokenizer, the public MaskGIL code's): taming's num_res_blocks=2 is 2 encoder / 3 decoder
+    "maskgit_vqgan": dict(kind="taming", ch=128, ch_mult=(1, 1, 2, 2, 4), enc_res_blocks=2,
+                          dec_res_blocks=3, z_channels=256, codebook_size=1024,
+                          codebook_dim=256, l2_norm=False, resolution=256,
+                          attn_resolutions=(16,)),
+    # Chameleon's VQGAN: f16, 8,192 x 256 codes, no attention outside the middle, 512 px
+    "chameleon_vqgan": dict(kind="taming", ch=128, ch_mult=(1, 1, 2, 2, 4), enc_res_blocks=2,
+                            dec_res_blocks=3, z_channels=256, codebook_size=8192,
+                            codebook_dim=256, l2_norm=False, resolution=512,
+                            attn_resolutions=()),
+    # Open-MAGVIT2 ImageNet 256 (f16): 18 lookup-free bits = 262,144 codes, 4 res blocks
+    "open_magvit2": dict(kind="magvit2", ch=128, ch_mult=(1, 1, 2, 2, 4), enc_res_blocks=4,
+                         dec_res_blocks=4, z_channels=18, codebook_size=2 ** 18,
+                         codebook_dim=18, l2_norm=False, entropy_loss=0.1),
+    # the tiny reference fixtures of the three families (tests, `vq compare` smoke runs)
+    "tiny_taming": dict(kind="taming", ch=32, ch_mult=(1, 1, 2), enc_res_blocks=1,
+                        dec_res_blocks=2, z_channels=16, codebook_size=64, codebook_dim=8,
+                        l2_norm=False, resolution=32, attn_resolutions=(8,)),
+    "tiny_chameleon": dict(kind="taming", ch=32, ch_mult=(1, 2, 2), enc_res_blocks=1,
+                           dec_res_blocks=2, z_channels=16, codebook_size=128, codebook_dim=8,
+                           l2_norm=False, resolution=32, attn_resolutions=()),
+    "tiny_magvit2": dict(kind="magvit2", ch=32, ch_mult=(1, 2, 2), enc_res_blocks=1,
+                         dec_res_blocks=1, z_channels=10, codebook_size=1024, codebook_dim=10,
+                         l2_norm=False, entropy_loss=0.1),
 }
 
 
@@ -49,7 +76,7 @@ def tokenizer_config(name: str = "vq16") -> ml_collections.ConfigDict:
     raise ValueError(f"tokenizer preset {name!r} unknown; known: {sorted(TOKENIZER_PRESETS)}")
   t = ml_collections.ConfigDict()
   t.preset = name
-  t.kind = "vq"  # 'vq' (L2-normalised nearest neighbour) or 'lfq' (lookup-free)
+  t.kind = "vq"  # 'vq' | 'lfq' (LlamaGen network) | 'taming' (VQGAN) | 'magvit2' (Open-MAGVIT2)
   t.ch = 128
   t.ch_mult = (1, 1, 2, 2, 4)
   t.enc_res_blocks = 2
@@ -67,6 +94,8 @@ def tokenizer_config(name: str = "vq16") -> ml_collections.ConfigDict:
   t.search_chunk = 4096  # codebook rows per nearest-neighbour / entropy chunk
   t.dtype = "float32"  # compute dtype of the convolutions; quantisation is always float32
   t.param_dtype = "float32"
+  t.resolution = 256  # taming: attention goes to levels whose side resolution / 2**level is
+  t.attn_resolutions = ()  # listed here (the middle always has attention)
   t.remat = False  # recompute each res/attn block in the backward pass (saves activations)
   t.ckpt = ""  # weights to load: a LlamaGen .pt / .safetensors or one of our checkpoints
   t.loss = tokenizer_loss_config()

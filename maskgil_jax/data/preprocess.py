@@ -113,3 +113,16 @@ def all_views(base: np.ndarray, image_size: int, ten_crop: bool, random_flip: bo
 def to_model_range(images: np.ndarray) -> np.ndarray:
   """uint8 pixels -> float32 in [-1, 1] (x / 127.5 - 1, i.e. LlamaGen's 2 * x / 255 - 1)."""
   return images.astype(np.float32) * np.float32(1 / 127.5) - np.float32(1.0)
+
+
+def chameleon_input(img: Image.Image, size: int = 512) -> np.ndarray:
+  """Chameleon's image preparation (docs/reference.md section 10), as uint8 [size, size, 3]:
+  transparent pixels blended onto white, the shorter side Lanczos-resized to `size`, the centre
+  cut out. `to_model_range` then gives the tokenizer's input."""
+  rgba = np.asarray(img.convert("RGBA")).astype(np.float64)
+  alpha = rgba[:, :, 3:] / 255.0
+  rgb = Image.fromarray(((1 - alpha) * 255 + alpha * rgba[:, :, :3]).astype(np.uint8), "RGB")
+  scale = size / min(rgb.size)
+  rgb = rgb.resize((round(scale * rgb.width), round(scale * rgb.height)), Image.LANCZOS)
+  x0, y0 = (rgb.width - size) // 2, (rgb.height - size) // 2
+  return np.asarray(rgb.crop((x0, y0, x0 + size, y0 + size)))

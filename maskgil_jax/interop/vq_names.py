@@ -31,27 +31,27 @@ from maskgil_jax.models.vq import TokenizerSpec, VQModel, record_usage
 BUFFER_KEY = "quantize.codebook_used"
 
 
-def _conv(prefix: str) -> list[tuple[str, str]]:
+def conv_keys(prefix: str) -> list[tuple[str, str]]:
   return [(f"{prefix}.weight", "conv"), (f"{prefix}.bias", "copy")]
 
 
-def _norm(prefix: str) -> list[tuple[str, str]]:
+def norm_keys(prefix: str) -> list[tuple[str, str]]:
   return [(f"{prefix}.weight", "copy"), (f"{prefix}.bias", "copy")]
 
 
-def _resnet(prefix: str, in_ch: int, out_ch: int) -> list[tuple[str, str]]:
-  keys = (_norm(f"{prefix}.norm1") + _conv(f"{prefix}.conv1") + _norm(f"{prefix}.norm2")
-          + _conv(f"{prefix}.conv2"))
-  return keys + (_conv(f"{prefix}.nin_shortcut") if in_ch != out_ch else [])
+def resnet_keys(prefix: str, in_ch: int, out_ch: int) -> list[tuple[str, str]]:
+  keys = (norm_keys(f"{prefix}.norm1") + conv_keys(f"{prefix}.conv1") + norm_keys(f"{prefix}.norm2")
+          + conv_keys(f"{prefix}.conv2"))
+  return keys + (conv_keys(f"{prefix}.nin_shortcut") if in_ch != out_ch else [])
 
 
-def _attn(prefix: str) -> list[tuple[str, str]]:
-  convs = [_conv(f"{prefix}.{p}") for p in ("q", "k", "v", "proj_out")]
-  return _norm(f"{prefix}.norm") + sum(convs, [])
+def attn_keys(prefix: str) -> list[tuple[str, str]]:
+  convs = [conv_keys(f"{prefix}.{p}") for p in ("q", "k", "v", "proj_out")]
+  return norm_keys(f"{prefix}.norm") + sum(convs, [])
 
 
 def _mid(prefix: str, ch: int) -> list[tuple[str, str]]:
-  return _resnet(f"{prefix}.0", ch, ch) + _attn(f"{prefix}.1") + _resnet(f"{prefix}.2", ch, ch)
+  return resnet_keys(f"{prefix}.0", ch, ch) + attn_keys(f"{prefix}.1") + resnet_keys(f"{prefix}.2", ch, ch)
 
 
 def _levels(prefix: str, s: TokenizerSpec, levels, block_in: int, n_res: int, attn_at: int,
@@ -61,12 +61,12 @@ def _levels(prefix: str, s: TokenizerSpec, levels, block_in: int, n_res: int, at
     out = s.ch * s.ch_mult[level]
     p = f"{prefix}.conv_blocks.{k}"
     for j in range(n_res):
-      keys += _resnet(f"{p}.res.{j}", block_in, out)
+      keys += resnet_keys(f"{p}.res.{j}", block_in, out)
       block_in = out
     if k == attn_at:
-      keys += sum((_attn(f"{p}.attn.{j}") for j in range(n_res)), [])
+      keys += sum((attn_keys(f"{p}.attn.{j}") for j in range(n_res)), [])
     if k != no_resample_at:
-      keys += _conv(f"{p}.{resample}.conv")
+      keys += conv_keys(f"{p}.{resample}.conv")
   return keys, block_in
 
 
@@ -77,16 +77,16 @@ def state_dict_layout(s: TokenizerSpec) -> list[tuple[str, str]]:
   top = s.ch * s.ch_mult[-1]
   enc_levels, _ = _levels("encoder", s, range(n), s.ch, s.enc_res_blocks, n - 1, "downsample",
                           n - 1)
-  encoder = (_conv("encoder.conv_in") + enc_levels + _mid("encoder.mid", top)
-             + _norm("encoder.norm_out") + _conv("encoder.conv_out"))
+  encoder = (conv_keys("encoder.conv_in") + enc_levels + _mid("encoder.mid", top)
+             + norm_keys("encoder.norm_out") + conv_keys("encoder.conv_out"))
   dec_levels, dec_out = _levels("decoder", s, reversed(range(n)), top, s.dec_res_blocks, 0,
                                 "upsample", n - 1)
-  decoder = (_conv("decoder.conv_in") + _mid("decoder.mid", top) + dec_levels
-             + _norm("decoder.norm_out") + _conv("decoder.conv_out"))
+  decoder = (conv_keys("decoder.conv_in") + _mid("decoder.mid", top) + dec_levels
+             + norm_keys("decoder.norm_out") + conv_keys("decoder.conv_out"))
   # a module's own buffers come before its children's parameters in a torch state dict
   quantize = [(BUFFER_KEY, "buffer")] + ([("quantize.embedding.weight", "copy")]
                                          if s.kind == "vq" else [])
-  return encoder + decoder + quantize + _conv("quant_conv") + _conv("post_quant_conv")
+  return encoder + decoder + quantize + conv_keys("quant_conv") + conv_keys("post_quant_conv")
 
 
 def _spec(model_or_config) -> TokenizerSpec:

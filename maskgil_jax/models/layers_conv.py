@@ -20,6 +20,18 @@ def swish(x):
   return x * jax.nn.sigmoid(x)
 
 
+def run_block(block, h, remat: bool, *args):
+  """`block(h, *args)`, recomputed in the backward pass when `remat` (saves activations)."""
+  if remat:
+    return jax.checkpoint(lambda b, x, *a: b(x, *a))(block, h, *args)
+  return block(h, *args)
+
+
+def block_rng(rng, i: int):
+  """The dropout key of the i-th block (None when dropout is off)."""
+  return None if rng is None else jax.random.fold_in(rng, i)
+
+
 def torch_default_init(key, shape, fan_in: int, dtype):
   """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default for conv weights and biases."""
   bound = 1.0 / math.sqrt(fan_in)
@@ -67,16 +79,19 @@ class Conv2d(nnx.Module):
 
 
 class GroupNorm(nnx.Module):
-  """torch.nn.GroupNorm over NHWC: statistics in float32, biased variance."""
+  """torch.nn.GroupNorm over NHWC: statistics in float32, biased variance; `affine=False` has
+  no parameters (Open-MAGVIT2's adaptive norm scales the result itself)."""
 
   def __init__(self, channels: int, *, groups: int = 32, eps: float = 1e-6,
-               param_dtype=jnp.float32):
+               param_dtype=jnp.float32, affine: bool = True):
     if channels % groups:
       raise ValueError(f"GroupNorm: {channels} channels are not divisible by {groups} groups")
     self.groups = groups
     self.eps = eps
-    self.weight = nnx.Param(jnp.ones((channels,), param_dtype), out_sharding=("norm",))
-    self.bias = nnx.Param(jnp.zeros((channels,), param_dtype), out_sharding=("norm",))
+    self.affine = affine
+    if affine:
+      self.weight = nnx.Param(jnp.ones((channels,), param_dtype), out_sharding=("norm",))
+      self.bias = nnx.Param(jnp.zeros((channels,), param_dtype), out_sharding=("norm",))
 
   def __call__(self, x):
     b, h, w, c = x.shape
@@ -84,7 +99,8 @@ class GroupNorm(nnx.Module):
     mean = xg.mean(axis=(1, 2, 4), keepdims=True)
     var = jnp.square(xg - mean).mean(axis=(1, 2, 4), keepdims=True)
     y = ((xg - mean) * jax.lax.rsqrt(var + self.eps)).reshape(b, h, w, c)
-    y = y * self.weight[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
+    if self.affine:
+      y = y * self.weight[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
     return y.astype(x.dtype)
 
 
@@ -93,8 +109,8 @@ class ResnetBlock(nnx.Module):
   channel count changes (`nin_shortcut`, as in LlamaGen/taming)."""
 
   def __init__(self, in_ch: int, out_ch: int, *, rngs: nnx.Rngs, dropout: float = 0.0,
-               dtype=jnp.float32, param_dtype=jnp.float32):
-    kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+               bias: bool = True, dtype=jnp.float32, param_dtype=jnp.float32):
+    kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype, bias=bias)  # Open-MAGVIT2: no bias
     self.dropout = dropout
     self.norm1 = GroupNorm(in_ch, param_dtype=param_dtype)
     self.conv1 = Conv2d(in_ch, out_ch, 3, padding=1, **kw)

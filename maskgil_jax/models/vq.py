@@ -1,9 +1,18 @@
-"""LlamaGen's VQ tokenizer (VQ-16 and relatives) in Flax NNX, channel-last.
+"""The image tokenizer in Flax NNX, channel-last: LlamaGen's VQ (VQ-16 and relatives) and the
+other families of the paper's tokenizer study behind the same class and methods.
+
+`config.tokenizer.kind` picks the family:
+  vq       LlamaGen's network, L2-normalised nearest-neighbour codebook (VQ-16)
+  lfq      LlamaGen's network, lookup-free quantizer (the codebook study's LFQ)
+  taming   taming-transformers VQGAN (models/taming.py), plain codebook: MaskGIT-pytorch's
+           ImageNet tokenizer and Chameleon's
+  magvit2  Open-MAGVIT2 (models/magvit2.py), lookup-free, no quant convs
 
 Images are NHWC floats in [-1, 1]; codes are int32 [B, h, w] in (h, w) raster order with
-h = H / 2 ** (len(ch_mult) - 1). Attribute paths are LlamaGen's state-dict keys
-(`encoder.conv_blocks.0.res.1.conv1.weight`, `quantize.embedding.weight`, ...), so
-`interop.vq_names` pairs them one to one.
+h = H / 2 ** (len(ch_mult) - 1) for every family. Attribute paths are the reference
+state-dict keys of the family (`encoder.conv_blocks.0.res.1.conv1.weight` for LlamaGen,
+`encoder.down.0.block.1.conv1.weight` for taming, ...), so the tables in `interop` pair them
+one to one.
 
 Use:
   model = VQModel(config.tokenizer, rngs=nnx.Rngs(0))     # or load_tokenizer(path, config)
@@ -20,10 +29,12 @@ from flax import nnx
 
 from maskgil_jax.configlib import ConfigError
 from maskgil_jax.models.layers_conv import (AttnBlock, Conv2d, Downsample, GroupNorm,
-                                            ResnetBlock, Upsample, swish)
+                                            ResnetBlock, Upsample, block_rng, run_block, swish)
+from maskgil_jax.models import magvit2, taming
 from maskgil_jax.models.quantizers import LookupFreeQuantizer, VectorQuantizer
 
-KINDS = ("vq", "lfq")
+KINDS = ("vq", "lfq", "taming", "magvit2")
+LOOKUP_FREE = ("lfq", "magvit2")  # kinds whose codes are the signs of the latents
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -49,6 +60,10 @@ class TokenizerSpec:
   dtype: str
   param_dtype: str
   remat: bool
+  # taming only: the side length the attention placement is computed from, and the sides
+  # (resolution / 2 ** level) whose levels get attention blocks
+  resolution: int = 256
+  attn_resolutions: tuple[int, ...] = ()
 
   @classmethod
   def from_config(cls, t) -> "TokenizerSpec":
@@ -57,9 +72,11 @@ class TokenizerSpec:
     values = {}
     for f in dataclasses.fields(cls):
       if f.name not in t:
+        if f.default is not dataclasses.MISSING:  # a field newer than the config
+          continue
         raise ConfigError(f"config.tokenizer.{f.name}: missing")
       v = t[f.name]
-      values[f.name] = tuple(v) if f.name == "ch_mult" else v
+      values[f.name] = tuple(v) if f.name in ("ch_mult", "attn_resolutions") else v
     spec = cls(**values)
     spec.check()
     return spec
@@ -78,32 +95,30 @@ class TokenizerSpec:
     for m in (1,) + self.ch_mult:
       need(self.ch * m % 32 == 0, "ch", f"channels {self.ch * m} (ch x ch_mult) must be "
            "divisible by the 32 GroupNorm groups")
-    need(self.z_channels % 32 == 0, "z_channels", f"{self.z_channels} must be divisible by 32")
+    if self.kind in ("vq", "lfq"):
+      need(self.z_channels % 32 == 0, "z_channels", f"{self.z_channels} must be divisible by 32")
+    need(isinstance(self.resolution, int) and self.resolution > 0, "resolution",
+         f"must be a positive int, got {self.resolution!r}")
+    need(all(isinstance(r, int) and r > 0 for r in self.attn_resolutions), "attn_resolutions",
+         f"must be positive ints, got {self.attn_resolutions!r}")
     need(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
     need(self.dtype in _DTYPES, "dtype", f"{self.dtype!r}; one of {sorted(_DTYPES)}")
     need(self.param_dtype in _DTYPES, "param_dtype",
          f"{self.param_dtype!r}; one of {sorted(_DTYPES)}")
     need(self.entropy_temperature > 0, "entropy_temperature", "must be positive")
-    if self.kind == "lfq":
+    if self.kind in LOOKUP_FREE:
       need(2 ** self.codebook_dim == self.codebook_size, "codebook_dim",
            f"LFQ needs codebook_size == 2 ** codebook_dim, got {self.codebook_size} and "
            f"{self.codebook_dim}")
       need(not self.l2_norm, "l2_norm", "LFQ quantises signs; set l2_norm=False")
+    if self.kind == "magvit2":
+      need(self.codebook_dim == self.z_channels, "codebook_dim",
+           f"Open-MAGVIT2 quantises the encoder output itself (no quant convs): codebook_dim "
+           f"must equal z_channels, got {self.codebook_dim} and {self.z_channels}")
 
   @property
   def downsample_factor(self) -> int:
     return 2 ** (len(self.ch_mult) - 1)
-
-
-def _run(block, h, remat: bool, *args):
-  """`block(h, *args)`, recomputed in the backward pass when `remat` (saves activations)."""
-  if remat:
-    return jax.checkpoint(lambda b, x, *a: b(x, *a))(block, h, *args)
-  return block(h, *args)
-
-
-def _block_rng(rng, i: int):
-  return None if rng is None else jax.random.fold_in(rng, i)
 
 
 class ConvBlock(nnx.Module):
@@ -129,9 +144,9 @@ class ConvBlock(nnx.Module):
 
   def __call__(self, h, rng=None, remat: bool = False):
     for i, block in enumerate(self.res):
-      h = _run(block, h, remat, _block_rng(rng, i))
+      h = run_block(block, h, remat, block_rng(rng, i))
       if len(self.attn):
-        h = _run(self.attn[i], h, remat)
+        h = run_block(self.attn[i], h, remat)
     if self.resample == "down":
       h = self.downsample(h)
     elif self.resample == "up":
@@ -147,9 +162,9 @@ def _mid(channels: int, kw: dict, dropout: float) -> nnx.List:
 
 
 def _run_mid(mid, h, rng, remat: bool):
-  h = _run(mid[0], h, remat, _block_rng(rng, 0))
-  h = _run(mid[1], h, remat)
-  return _run(mid[2], h, remat, _block_rng(rng, 1))
+  h = run_block(mid[0], h, remat, block_rng(rng, 0))
+  h = run_block(mid[1], h, remat)
+  return run_block(mid[2], h, remat, block_rng(rng, 1))
 
 
 class Encoder(nnx.Module):
@@ -172,8 +187,8 @@ class Encoder(nnx.Module):
   def __call__(self, x, rng=None):
     h = self.conv_in(x)
     for i, block in enumerate(self.conv_blocks):
-      h = block(h, _block_rng(rng, i), self.remat)
-    h = _run_mid(self.mid, h, _block_rng(rng, len(self.conv_blocks)), self.remat)
+      h = block(h, block_rng(rng, i), self.remat)
+    h = _run_mid(self.mid, h, block_rng(rng, len(self.conv_blocks)), self.remat)
     return self.conv_out(swish(self.norm_out(h)))
 
 
@@ -198,9 +213,9 @@ class Decoder(nnx.Module):
   def features(self, z, rng=None):
     """Everything before `conv_out` (the adaptive GAN weight differentiates conv_out alone)."""
     h = self.conv_in(z)
-    h = _run_mid(self.mid, h, _block_rng(rng, len(self.conv_blocks)), self.remat)
+    h = _run_mid(self.mid, h, block_rng(rng, len(self.conv_blocks)), self.remat)
     for i, block in enumerate(self.conv_blocks):
-      h = block(h, _block_rng(rng, i), self.remat)
+      h = block(h, block_rng(rng, i), self.remat)
     return swish(self.norm_out(h))
 
   def __call__(self, z, rng=None):
@@ -208,15 +223,20 @@ class Decoder(nnx.Module):
 
 
 class VQModel(nnx.Module):
-  """Encoder -> quant_conv -> quantize -> post_quant_conv -> decoder (LlamaGen `VQModel`)."""
+  """Encoder -> quant_conv -> quantize -> post_quant_conv -> decoder (LlamaGen's and taming's
+  `VQModel`); Open-MAGVIT2 has no quant convs (`quant_conv` and `post_quant_conv` are None)."""
 
   def __init__(self, config, *, rngs: nnx.Rngs):
     s = TokenizerSpec.from_config(config)
     self.spec = s
     kw = dict(rngs=rngs, dtype=_DTYPES[s.dtype], param_dtype=_DTYPES[s.param_dtype])
-    self.encoder = Encoder(s, rngs=rngs)
-    self.decoder = Decoder(s, rngs=rngs)
-    if s.kind == "vq":
+    if s.kind == "taming":
+      self.encoder, self.decoder = taming.Encoder(s, kw=kw), taming.Decoder(s, kw=kw)
+    elif s.kind == "magvit2":
+      self.encoder, self.decoder = magvit2.Encoder(s, kw=kw), magvit2.Decoder(s, kw=kw)
+    else:
+      self.encoder, self.decoder = Encoder(s, rngs=rngs), Decoder(s, rngs=rngs)
+    if s.kind in ("vq", "taming"):
       self.quantize = VectorQuantizer(
           s.codebook_size, s.codebook_dim, rngs=rngs, l2_norm=s.l2_norm, beta=s.commit_beta,
           entropy_weight=s.entropy_loss, entropy_temperature=s.entropy_temperature,
@@ -227,8 +247,11 @@ class VQModel(nnx.Module):
           s.codebook_size, beta=s.commit_beta, entropy_weight=s.entropy_loss,
           entropy_temperature=s.entropy_temperature, sample_weight=s.entropy_sample_weight,
           batch_weight=s.entropy_batch_weight, chunk=s.search_chunk)
-    self.quant_conv = Conv2d(s.z_channels, s.codebook_dim, 1, **kw)
-    self.post_quant_conv = Conv2d(s.codebook_dim, s.z_channels, 1, **kw)
+    if s.kind == "magvit2":
+      self.quant_conv = self.post_quant_conv = None
+    else:
+      self.quant_conv = Conv2d(s.z_channels, s.codebook_dim, 1, **kw)
+      self.post_quant_conv = Conv2d(s.codebook_dim, s.z_channels, 1, **kw)
 
   @property
   def downsample_factor(self) -> int:
@@ -245,7 +268,8 @@ class VQModel(nnx.Module):
   def latents(self, images, rng=None):
     """Pre-quantisation latents [B, h, w, codebook_dim] in float32 (LlamaGen's `pre_quant`)."""
     self._check_images(images)
-    return self.quant_conv(self.encoder(images, rng)).astype(jnp.float32)
+    z = self.encoder(images, rng)
+    return (z if self.quant_conv is None else self.quant_conv(z)).astype(jnp.float32)
 
   def encode(self, images):
     """int32 codes [B, h, w] of NHWC images in [-1, 1]."""
@@ -256,7 +280,9 @@ class VQModel(nnx.Module):
     return self.quantize(self.latents(images, rng))
 
   def decode_features(self, quant, rng=None):
-    return self.decoder.features(self.post_quant_conv(quant), rng)
+    if self.post_quant_conv is not None:
+      quant = self.post_quant_conv(quant)
+    return self.decoder.features(quant.astype(_DTYPES[self.spec.dtype]), rng)
 
   def decode(self, quant, rng=None):
     """Images [B, H, W, 3] (float32, not clamped) from quantised latents [B, h, w, D]."""

@@ -1,0 +1,52 @@
+"""The paper's tokenizer study: MaskGIL-B (the MAR setting) and LlamaGen-B (the AR setting) on
+each of the four tokenizers, with their released weights (docs/tokenizer.md says where each is
+published and how to convert it). The generator names its tokenizer; its vocabulary (codebook
+size, MASK id = codebook size) and grid (256 px / 16 = 16x16 for all four) follow from it.
+
+`get_config("GENERATOR,TOKENIZER")`: GENERATOR maskgil_b | llamagen_b, TOKENIZER one of
+  vq16       LlamaGen VQ-16, 16,384 codes            (vq_ds16_c2i.pt)
+  maskgit    taming VQGAN f16, 1,024 codes           (MaskGIT-pytorch last.ckpt)
+  chameleon  Chameleon VQGAN f16, 8,192 codes        (Chameleon vqgan.ckpt)
+  magvit2    Open-MAGVIT2 f16, 262,144 codes (LFQ)   (imagenet_256_L.ckpt)
+
+MAR (images tokenized on the fly by the frozen tokenizer; any of the four files directly, or a
+`maskgil_jax.convert` output):
+
+  python -m maskgil_jax.train --config configs/tokenizer_study.py:maskgil_b,vq16 \
+      --workdir gs://BUCKET/runs/study_maskgil_b_vq16 --config.tokenizer.ckpt=vq_ds16_c2i.pt
+  python -m maskgil_jax.train --config configs/tokenizer_study.py:maskgil_b,maskgit \
+      --workdir gs://BUCKET/runs/study_maskgil_b_maskgit --config.tokenizer.ckpt=last.ckpt
+  python -m maskgil_jax.train --config configs/tokenizer_study.py:maskgil_b,chameleon \
+      --workdir gs://BUCKET/runs/study_maskgil_b_chameleon --config.tokenizer.ckpt=vqgan.ckpt
+  python -m maskgil_jax.train --config configs/tokenizer_study.py:maskgil_b,magvit2 \
+      --workdir gs://BUCKET/runs/study_maskgil_b_magvit2 \
+      --config.tokenizer.ckpt=imagenet_256_L.ckpt
+
+AR (LlamaGen's recipe trains on ten-crop codes extracted once per tokenizer):
+
+  python -m maskgil_jax.extract_codes --config configs/tokenizer_study.py:llamagen_b,maskgit \
+      --config.tokenizer.ckpt=last.ckpt --out gs://BUCKET/codes/maskgit
+  python -m maskgil_jax.train --config configs/tokenizer_study.py:llamagen_b,maskgit \
+      --workdir gs://BUCKET/runs/study_llamagen_b_maskgit \
+      --config.data.path=gs://BUCKET/codes/maskgit --config.tokenizer.ckpt=last.ckpt
+
+  and the same with vq16 (vq_ds16_c2i.pt), chameleon (vqgan.ckpt) and magvit2
+  (imagenet_256_L.ckpt) in place of maskgit.
+
+All runs add `--config.data.tfds_data_dir=gs://BUCKET/tfds` for ImageNet; on a TPU pod use
+launch/tpu_pod.sh with the same config argument.
+"""
+from maskgil_jax.configlib import recipes
+
+GENERATORS = {"maskgil_b": lambda tok: recipes.maskgil("B", tok),
+              "llamagen_b": lambda tok: recipes.llamagen("B", tok)}
+TOKENIZERS = {"vq16": "vq16", "maskgit": "maskgit_vqgan", "chameleon": "chameleon_vqgan",
+              "magvit2": "open_magvit2"}
+
+
+def get_config(arg: str = "maskgil_b,vq16"):
+  generator, _, tokenizer = arg.partition(",")
+  if generator not in GENERATORS or tokenizer not in TOKENIZERS:
+    raise ValueError(f"tokenizer study {arg!r}: use GENERATOR,TOKENIZER with GENERATOR in "
+                     f"{sorted(GENERATORS)} and TOKENIZER in {sorted(TOKENIZERS)}")
+  return GENERATORS[generator](TOKENIZERS[tokenizer])
