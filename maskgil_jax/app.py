@@ -96,7 +96,7 @@ def _main(argv=None) -> int:
     import gradio  # noqa: F401
   except ImportError:
     raise cli.UsageError('the web demo needs Gradio: pip install -e ".[app]" (or pip install '
-                         '"gradio>=5,<7")') from None
+                         '"gradio>=6,<7")') from None
   check_port(args.host, args.port)
 
   pipe = pipeline.load(ckpt, config, args.tokenizer, args.text_encoder, args.ar_ckpt,

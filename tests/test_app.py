@@ -66,6 +66,22 @@ def test_the_handler_streams_batches_and_answers_bad_values(model_files, tmp_pat
     assert gallery == [] and grid is None and status.startswith("Error: ") and message in status
 
 
+def test_a_caption_model_takes_prompt_lines(model_files, fixtures_dir, tmp_path):
+  _, vq, _ = model_files  # the tiny tokenizer serves the tiny caption model too
+  pipe = pipeline.load(fixtures_dir / "llamagen_gpt_t2i_tiny.safetensors", "tiny:llamagen_t2i",
+                       vq, text_encoder=fixtures_dir / "t5_encoder_tiny")
+  ask = lambda prompts: list(app_page.handle(pipe, threading.Lock(), tmp_path, None, prompts,
+                                             "ar", 8, 2.0, 0.0, 0, 1))
+  gallery, status, grid = ask("a red bag\n\n  a shoe  \n")[-1]
+  assert [c for _, c in gallery] == ["a red bag", "a shoe"] and "2 images of 8x8" in status
+  _, tokens = pipe.generate(prompts=["a red bag", "a shoe"], decode="ar", cfg_scale=2.0,
+                            temperature=0.0, return_tokens=True)
+  np.testing.assert_array_equal(np.stack([i for i, _ in gallery]),
+                                pipe.images(tokens.reshape(2, -1)))
+  (gallery, status, grid), = ask("  \n ")
+  assert gallery == [] and status.startswith("Error: prompt: empty")
+
+
 # ---- the page in a browser ----------------------------------------------------------------------
 def chromium() -> str | None:
   for candidate in (os.environ.get("MASKGIL_CHROMIUM"), "chromium", "chromium-browser"):
