@@ -130,14 +130,14 @@ def decode_settings(decode_cfg, **overrides) -> DecodeSettings:
   return DecodeSettings.from_config(d)
 
 
-def class_names(config) -> tuple[str, ...] | None:
+def data_class_names(config) -> tuple[str, ...] | None:
   """Names of the classes a model was trained on, where the data source has them (the demo's
   Fashion-MNIST); None means the classes go by number."""
   if config.data.get("name") == "demo":
     from maskgil_jax.data.demo_set import demo_class_names
-    names_ = demo_class_names()
-    if len(names_) == config.model.num_classes:
-      return names_
+    shipped = demo_class_names()
+    if len(shipped) == config.model.num_classes:
+      return shipped
   return None
 
 
@@ -166,7 +166,7 @@ class Pipeline:
   def from_config(cls, config, ckpt, *, tokenizer=None, text_encoder=None, ar_ckpt=None,
                   ar_config=None, ema: bool = False, step: int | None = None,
                   ar_step: int | None = None, mesh=None, rules=None,
-                  class_names_: Sequence[str] | None = None) -> "Pipeline":
+                  class_names: Sequence[str] | None = None) -> "Pipeline":
     """Weights for a finalized `config`: `tokenizer` / `text_encoder` are paths (None: none is
     loaded), `ar_ckpt` + `ar_config` hybrid's separate AR model."""
     if ema and (is_torch_file(ckpt) or is_torch_file(ar_ckpt or "")):
@@ -188,11 +188,11 @@ class Pipeline:
     if tokenizer:
       vq = jax.device_put(checkpoints.load_tokenizer(tokenizer, config.tokenizer),
                           jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-    if class_names_ is not None and len(class_names_) != config.model.num_classes:
-      raise ConfigError(f"class_names: {len(class_names_)} names for a model of "
+    if class_names is not None and len(class_names) != config.model.num_classes:
+      raise ConfigError(f"class_names: {len(class_names)} names for a model of "
                         f"{config.model.num_classes} classes")
     return cls(config, model, mesh, rules, ar_model, vq, encoder,
-               tuple(class_names_) if class_names_ is not None else class_names(config))
+               tuple(class_names) if class_names is not None else data_class_names(config))
 
   # ---- what the model is --------------------------------------------------------------------
   @property
@@ -388,6 +388,6 @@ def load(ckpt, config=None, tokenizer=None, text_encoder=None, ar_ckpt=None, *,
     raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
   pipe = Pipeline.from_config(config, os.fspath(ckpt), tokenizer=tokenizer,
                               text_encoder=text_encoder, ar_ckpt=ar_ckpt, ar_config=ar_cfg,
-                              ema=ema, class_names_=class_names)
+                              ema=ema, class_names=class_names)
   pipe.batch_size = batch_size
   return pipe
