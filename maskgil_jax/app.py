@@ -65,7 +65,10 @@ def default_ckpt() -> str:
 
 
 def check_port(host: str, port: int) -> None:
+  """UsageError when another server listens on host:port (a port left in TIME_WAIT by a server
+  that just stopped is free: the web server binds with SO_REUSEADDR too)."""
   with socket.socket() as s:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
       s.bind((host, port))
     except OSError as e:

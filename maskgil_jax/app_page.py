@@ -140,7 +140,7 @@ def build(pipe, title: str = "maskgil_jax", out_dir: str | None = None):
         run = gr.Button("Generate", variant="primary", elem_id="generate")
       with gr.Column(scale=2):
         status = gr.Markdown("", elem_id="status")
-        gallery = gr.Gallery(label="Samples", columns=8, object_fit="contain", height="auto",
+        gallery = gr.Gallery(label="Samples", columns=6, object_fit="contain",
                              elem_id="gallery", format="png")
         download = gr.DownloadButton("Download PNG grid", elem_id="download")
 
