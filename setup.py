@@ -14,6 +14,7 @@ def read_requirements():
 JAX = "jax>=0.10,<0.11"  # the accelerator extras pin the same JAX as the core
 TORCH = "torch>=2.4"  # reading PyTorch .pt/.pth files (LlamaGen weights, Inception .pth)
 TENSORFLOW = ["tensorflow-cpu>=2.20,<2.22"]  # TFDS dataset preparation (tfds build)
+APP = ["gradio>=6,<7"]  # the web demo (python -m maskgil_jax.app); 6.31 tested
 
 setup(
     name="maskgil_jax",
@@ -32,10 +33,13 @@ setup(
         "cuda": [JAX.replace("jax", "jax[cuda12]", 1)],
         "torch": [TORCH],
         "tfds": TENSORFLOW,
+        "app": APP,
         # What the tests need, pinned to what they are known to pass with: pytest 8 and 9
         # (9.2.0 measured); torch 2.13.0, the CPU build the reference fixtures were made with
         # (an open range pulls a multi-GB CUDA build where no local wheel exists); TensorFlow
-        # for the TFDS mock-data test and the TF1 resize check of the FID preprocessing.
-        "test": ["pytest>=8,<10", "torch==2.13.0", *TENSORFLOW],
+        # for the TFDS mock-data test and the TF1 resize check of the FID preprocessing; the web
+        # demo and Playwright's Python package for the browser test (it drives the system's
+        # Chromium, never a downloaded one).
+        "test": ["pytest>=8,<10", "torch==2.13.0", *TENSORFLOW, *APP, "playwright>=1.49,<2"],
     },
 )

@@ -32,12 +32,13 @@ from maskgil_jax.models import vq
 from maskgil_jax.models.transformer import Transformer
 
 _GRID_COLUMNS = 10
+WORKDIR = "out/demo"  # the default --workdir; the web demo serves WORKDIR/generator by default
 
 
 def parse_args(argv=None) -> argparse.Namespace:
   p = cli.Parser("demo", "Train the demo tokenizer and MaskGIL on the shipped Fashion-MNIST "
                  "subset, sample one row per class and measure the samples.")
-  p.add_argument("--workdir", default="out/demo", help="where both runs, samples and figures go")
+  p.add_argument("--workdir", default=WORKDIR, help="where both runs, samples and figures go")
   p.add_argument("--per-class", type=int, default=100, help="samples per class for the figures")
   p.add_argument("--tokenizer-steps", type=int, help="override the tokenizer's training steps")
   p.add_argument("--generator-steps", type=int, help="override the generator's training steps")

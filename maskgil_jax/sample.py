@@ -41,29 +41,24 @@ import time
 
 import jax
 import numpy as np
-from flax import nnx
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from maskgil_jax import checkpoints, cli, configlib
 from maskgil_jax.configlib.load import apply_override
-from maskgil_jax.decode import (METHODS, DecodeSettings, generate_tokens, image_grid,
-                                tokens_to_images, write_png)
-from maskgil_jax.decode.hybrid import check_pair
+from maskgil_jax.decode import METHODS, DecodeSettings, image_grid, write_png
 from maskgil_jax.evaluation.image_sets import NpzImages
 from maskgil_jax.evaluation.sample_store import SETTINGS_FILE, SampleStore
-from maskgil_jax.interop import gpt_names, names, torch_io
 from maskgil_jax.models.conditions import Caption
-from maskgil_jax.models.transformer import Transformer
-from maskgil_jax.text.encoder import caption_features, load_text_encoder
-from maskgil_jax.text.prompts import check_condition, read_prompts
-from maskgil_jax.checkpoints import load_tokenizer
 from maskgil_jax.models.vq import TokenizerSpec
 from maskgil_jax.parallel.mesh import (BATCH_AXES, batch_sharding, batch_shards, global_batch,
                                        initialize_distributed, make_mesh)
-from maskgil_jax.parallel.rules import axis_rules, make_rules, param_shardings
+from maskgil_jax.parallel.rules import make_rules
+# loading is shared with the Python API; the names stay importable from here
+from maskgil_jax.pipeline import (Pipeline, abstract_generator, check_method,  # noqa: F401
+                                  is_torch_file, load_generator, resolve_config, sample_keys)
+from maskgil_jax.text.prompts import check_condition, read_prompts
 
-TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 GRID_IMAGES = 64
 SAMPLES_FILE = "samples.npz"
 SHARDS_DIR = "shards"
@@ -111,34 +106,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str], list[str]]:
   return args, args.config_overrides, args.ar_config_overrides
 
 
-# ---- models ---------------------------------------------------------------------------------
-def is_torch_file(path) -> bool:
-  return pathlib.Path(path).suffix in TORCH_SUFFIXES
-
-
-def resolve_config(spec: str | None, ckpt: str, overrides: list[str], flag: str = "--config"):
-  """The finalized config from an experiment file, or the one stored with our checkpoint."""
-  if spec:
-    return configlib.finalize(configlib.load_config(spec, overrides))
-  if is_torch_file(ckpt):
-    raise configlib.ConfigError(f"{flag} is required with a PyTorch checkpoint ({ckpt}): it "
-                                "says which layout and size the file holds")
-  config = checkpoints.restore_config(ckpt)
-  for item in overrides:
-    apply_override(config, *item.split("=", 1))
-  return configlib.finalize(config)
-
-
-def abstract_generator(model_cfg, mesh=None, rules=None):
-  """The transformer of `model_cfg` as shapes, placed by the logical-axis rules on `mesh`."""
-  abstract = nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(0)))
-  if mesh is None:
-    return abstract
-  shardings = param_shardings(abstract, mesh, rules)
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      abstract, shardings)
-
-
+# ---- models: loading is the pipeline's (maskgil_jax/pipeline.py) -------------------------
 def path_id(path) -> str | None:
   """A path as the settings record it: absolute, so a rerun from another folder matches."""
   if not path:
@@ -154,36 +122,6 @@ def checkpoint_id(ckpt) -> tuple[str | None, int | None]:
     return path_id(ckpt), None
   root, step = checkpoints.locate(ckpt)
   return path_id(root), step if step is not None else checkpoints.latest_step(ckpt)
-
-
-def load_generator(ckpt, model_cfg, *, ema: bool = False, mesh=None, rules=None,
-                   step: int | None = None):
-  """The transformer of `model_cfg` with weights from our checkpoint (its newest step unless
-  `step`) or a PyTorch GPT file (every key and shape checked), placed on `mesh` when given."""
-  abstract = abstract_generator(model_cfg, mesh, rules)
-  if not is_torch_file(ckpt):
-    return checkpoints.restore_params(ckpt, abstract, step=step, ema=ema)
-  state_dict = torch_io.load_state_dict(ckpt)
-  model = names.import_state_dict(abstract, state_dict, gpt_names.gpt_rules(model_cfg),
-                                  source=str(ckpt), ignore=gpt_names.NON_PARAMETER_KEYS)
-  if mesh is None:
-    return model
-  return jax.device_put(model, jax.tree.map(lambda a: a.sharding, abstract))
-
-
-def check_method(method: str, model, ar_model) -> None:
-  lay = model.layout
-  if method in ("mar", "hybrid") and lay.mask_id is None:
-    raise configlib.ConfigError(f"--decode {method}: layout {lay.name!r} has no MASK token "
-                                "(a LlamaGen model decodes with --decode ar)")
-  if method == "ar" and lay.prefix_len == 0:
-    raise configlib.ConfigError(f"--decode ar: layout {lay.name!r} puts the class last and "
-                                "cannot decode AR (use --decode mar)")
-  if method == "hybrid":
-    try:
-      check_pair(ar_model, model)
-    except ValueError as e:
-      raise configlib.ConfigError(str(e)) from e
 
 
 # ---- labels, batches, outputs ---------------------------------------------------------------
@@ -203,12 +141,6 @@ def parse_labels(labels: str | None, per_class: int | None, num_classes: int) ->
     raise configlib.ConfigError(f"--labels: {bad.tolist() or 'none given'}; classes are "
                                 f"0..{num_classes - 1}")
   return out
-
-
-@jax.jit
-def sample_keys(seed_key, indices):
-  """Sample i's key fold_in(seed_key, i), placed like `indices`."""
-  return jax.vmap(lambda i: jax.random.fold_in(seed_key, i))(indices)
 
 
 def rows_per_process(sharding, batch_size: int) -> int:
@@ -234,11 +166,11 @@ def local_rows(x, sharding) -> np.ndarray:
   return np.concatenate(jax.device_get([blocks[k] for k in sorted(blocks)]))
 
 
-def sample_into(store: SampleStore, model, labels: np.ndarray, seed: int,
-                settings: DecodeSettings, method: str, *, batch_size: int, mesh, tokenizer=None,
-                ar_model=None, progress: bool = True, captions=None) -> int:
-  """Generate this process's pending samples of `store` (tokens, and images with a tokenizer)
-  in global batches of `batch_size`, each process feeding its own rows; returns how many.
+def sample_into(store: SampleStore, pipe: Pipeline, labels: np.ndarray, seed: int,
+                settings: DecodeSettings, method: str, *, batch_size: int, images: bool = True,
+                progress: bool = True, captions=None) -> int:
+  """Generate this process's pending samples of `store` (tokens, and images unless not
+  `images`) with the models of `pipe`, in global batches of `batch_size`, each process feeding its own rows; returns how many.
 
   Every process runs the same number of batches (the largest share), padding with rows of
   index N (no sample's) that are dropped. The next batch is dispatched before the previous one
@@ -246,6 +178,7 @@ def sample_into(store: SampleStore, model, labels: np.ndarray, seed: int,
   when an exception (e.g. Ctrl-C) arrives is still written. `captions` (left-padded features
   [N, P, C], mask [N, P]) condition sample i on caption i instead of its label."""
   n = len(labels)
+  mesh = pipe.mesh
   sharding = batch_sharding(mesh)
   rows = rows_per_process(sharding, batch_size)
   todo = store.pending()
@@ -255,7 +188,7 @@ def sample_into(store: SampleStore, model, labels: np.ndarray, seed: int,
   batch_labels = np.zeros(num_batches * rows, np.int32)
   batch_labels[:len(todo)] = labels[todo]
   seed_key = jax.random.PRNGKey(seed)
-  side = model.layout.grid_size
+  side = pipe.model.layout.grid_size
 
   def dispatch(i):
     part = slice(i * rows, (i + 1) * rows)
@@ -266,9 +199,8 @@ def sample_into(store: SampleStore, model, labels: np.ndarray, seed: int,
     batch = global_batch(local, mesh)
     cond = (Caption.create(batch["caption"], batch["caption_mask"]) if captions is not None
             else batch["label"])
-    tokens = generate_tokens(model, cond, sample_keys(seed_key, batch["index"]),
-                             settings, method, ar_model)
-    return i, tokens, (tokens_to_images(tokenizer, tokens) if tokenizer is not None else None)
+    tokens = pipe.tokens(cond, sample_keys(seed_key, batch["index"]), settings, method)
+    return i, tokens, (pipe.images(tokens) if images else None)
 
   def collect(result):
     i, tokens, images = result
@@ -359,7 +291,7 @@ def run(args, overrides, ar_overrides) -> str:
   for flag, field in DECODE_FLAGS.items():
     if getattr(args, flag) is not None:
       apply_override(config.decode, field, getattr(args, flag))
-  settings = DecodeSettings.from_config(config.decode)
+  DecodeSettings.from_config(config.decode)  # checked before anything is read
   prompts = read_prompts(args.prompt, args.prompts)
   check_condition(config.model.get("condition", "class"), prompts=bool(prompts),
                   labels=args.labels is not None or args.per_class is not None)
@@ -375,9 +307,6 @@ def run(args, overrides, ar_overrides) -> str:
   if args.batch_size < 1:
     raise configlib.ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
   batch_size = -(-min(args.batch_size, len(labels)) // shards) * shards
-  if args.ema and (is_torch_file(args.ckpt) or is_torch_file(args.ar_ckpt or "")):
-    raise configlib.ConfigError("--ema reads the EMA parameters of our checkpoints; a PyTorch "
-                                "file holds one set of weights")
   if args.ar_ckpt and args.decode != "hybrid":
     raise configlib.ConfigError(f"--ar-ckpt is only used with --decode hybrid (got --decode "
                                 f"{args.decode})")
@@ -406,41 +335,27 @@ def run(args, overrides, ar_overrides) -> str:
       process_index=jax.process_index(), process_count=jax.process_count(),
       arrays={"tokens": ((side, side), "int32")})
 
-  model = load_generator(args.ckpt, config.model, ema=args.ema, mesh=mesh, rules=rules,
-                         step=ckpt[1])
-  ar_model = None
-  if args.ar_ckpt:
-    ar_model = load_generator(args.ar_ckpt, ar_config.model, ema=args.ema, mesh=mesh,
-                              rules=rules, step=ar_ckpt[1])
-  check_method(args.decode, model, ar_model or model)
-  if args.decode == "hybrid" and settings.ar_tokens > model.layout.num_image_tokens:
-    raise configlib.ConfigError(f"--ar-tokens {settings.ar_tokens}: the grid has only "
-                                f"{model.layout.num_image_tokens} tokens")
-  captions = None
-  if prompts:
-    text = load_text_encoder(text_encoder, max_length=config.text.max_length,
-                             dtype=config.text.dtype, caption_dim=config.model.caption_dim)
-    captions = caption_features(text, prompts)
-  tokenizer = None
-  if not args.tokens_only:
-    tokenizer = jax.device_put(load_tokenizer(args.tokenizer or config.tokenizer.ckpt,
-                                              config.tokenizer),
-                               jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  pipe = Pipeline.from_config(
+      config, args.ckpt, ar_ckpt=args.ar_ckpt, ar_config=ar_config, ema=args.ema,
+      step=ckpt[1], ar_step=ar_ckpt[1], mesh=mesh, rules=rules,
+      tokenizer=None if args.tokens_only else args.tokenizer or config.tokenizer.ckpt,
+      text_encoder=text_encoder if prompts else None)
+  settings = pipe.settings(args.decode)  # the decoder checked against the loaded layout
+  captions = pipe.captions(prompts) if prompts else None
 
-  with jax.set_mesh(mesh), axis_rules(rules):
-    generated = sample_into(store, model, labels, args.seed, settings, args.decode,
-                            batch_size=batch_size, mesh=mesh, tokenizer=tokenizer,
-                            ar_model=ar_model, progress=jax.process_index() == 0,
-                            captions=captions)
+  with pipe.placed():
+    generated = sample_into(store, pipe, labels, args.seed, settings, args.decode,
+                            batch_size=batch_size, images=not args.tokens_only,
+                            progress=jax.process_index() == 0, captions=captions)
   # a collective, so also the barrier before process 0 merges every process's shards
   generated = int(np.sum(multihost_utils.process_allgather(np.array(generated))))
   if jax.process_index() != 0:
     return "done"
   store.finalize(out / SAMPLES_FILE)
-  if tokenizer is not None:
+  if pipe.tokenizer is not None:
     write_png(out / "grid.png", image_grid(next(NpzImages(out / SAMPLES_FILE).batches(
         GRID_IMAGES))))
-  what = "token grids" if tokenizer is None else "images"
+  what = "token grids" if pipe.tokenizer is None else "images"
   return (f"{len(labels)} {what} ({args.decode}, w {config.decode.cfg_scale:g}, "
           f"temperature {config.decode.temperature:g}, seed {args.seed}; {generated} generated "
           f"now on {jax.device_count()} devices, {len(labels) - generated} stored before)")

@@ -10,13 +10,13 @@ import pathlib
 
 import pytest
 
-from maskgil_jax import (cli, convert, demo, demo_quality, evaluate, export, extract_codes,
-                         params, sample, train, vq)
+from maskgil_jax import (app, cli, convert, demo, demo_quality, evaluate, export,
+                         extract_codes, params, sample, train, vq)
 from maskgil_jax.configlib import load as config_load
 
 MODULES = {"train": train, "sample": sample, "evaluate": evaluate, "convert": convert,
            "export": export, "vq": vq, "extract_codes": extract_codes, "params": params,
-           "demo": demo, "demo_quality": demo_quality}
+           "demo": demo, "demo_quality": demo_quality, "app": app}
 
 
 def snapshot(folder: pathlib.Path) -> dict:
@@ -59,6 +59,8 @@ def cases(t: pathlib.Path, fx: pathlib.Path) -> list[tuple[str, list, str]]:
       ("export", ["--workdir", t / "w", "--layout", "native", "--out", t / "o.pt", "--nosuch"],
        "--nosuch"),
       ("demo", ["--workdir", t / "d", "--nosuch", "1"], "--nosuch"),
+      ("app", ["--config", "tiny:maskgil_reference", "--ckpt", gpt, "--config.decode.stepz=3"],
+       "config.decode.stepz"),
       # a file that is not there
       ("train", ["--config", t / "missing.py", "--workdir", t / "w"], "missing.py"),
       ("sample", ["--config", "tiny:maskgil_reference", "--ckpt", t / "missing.pt", "--out",
@@ -73,6 +75,7 @@ def cases(t: pathlib.Path, fx: pathlib.Path) -> list[tuple[str, list, str]]:
                     t / "missing.pth"], "missing"),
       ("export", ["--workdir", t / "missing", "--layout", "native", "--out", t / "o.pt"],
        "missing"),
+      ("app", ["--config", "tiny:maskgil_reference", "--ckpt", t / "missing.pt"], "missing.pt"),
       # an output that exists (nothing is replaced without --overwrite)
       ("sample", ["--config", "tiny:maskgil_reference", "--ckpt", gpt, "--out", t / "taken_dir",
                   "--tokens-only"], "--overwrite"),
@@ -115,6 +118,7 @@ def cases(t: pathlib.Path, fx: pathlib.Path) -> list[tuple[str, list, str]]:
        "--ema"),
       ("demo_quality", ["--out", t / "c.npz", "--steps", "0"], "--steps"),
       ("demo_quality", ["--out", t / "c.npz", "--nosuch"], "--nosuch"),
+      ("app", ["--config", "tiny:maskgil_reference", "--ckpt", gpt, "--port", "70000"], "--port"),
   ]
 
 

@@ -39,4 +39,4 @@ def test_wheel_metadata_python_and_lean_core(wheel):
   assert not any(r.lower().startswith(("tensorflow-cpu", "tensorflow>", "tensorflow ", "torch"))
                  for r in core), core
   extras = set(meta.get_all("Provides-Extra"))
-  assert {"tpu", "cuda", "torch", "tfds", "test"} <= extras
+  assert {"tpu", "cuda", "torch", "tfds", "app", "test"} <= extras

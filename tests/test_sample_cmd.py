@@ -10,30 +10,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 from PIL import Image
 
 from maskgil_jax import checkpoints, configlib, sample
 from maskgil_jax.decode import generate_tokens, sample_grid
-from maskgil_jax.interop import torch_io, vq_names
 from maskgil_jax.checkpoints import load_tokenizer
-from maskgil_jax.models.vq import VQModel
+from tiny_models import write_random_vq
 
 MASKGIL = ["--config", "tiny:maskgil_reference", "--decode", "mar", "--batch-size", "4"]
 
 
 @pytest.fixture(scope="module")
 def tokenizer_file(tmp_path_factory):
-  """A tiny VQ with the tiny generator's 512 codes and random weights, saved as LlamaGen would
-  (filled from shapes: building it eagerly takes far longer)."""
-  config = configlib.finalize(configlib.load_config("tiny"))
-  abstract = nnx.eval_shape(lambda: VQModel(config.tokenizer, rngs=nnx.Rngs(0)))
-  rng = np.random.default_rng(0)
-  fill = lambda a: (rng.normal(0, 0.3, a.shape).astype(a.dtype)
-                    if np.issubdtype(a.dtype, np.floating) else np.zeros(a.shape, a.dtype))
-  path = tmp_path_factory.mktemp("vq") / "vq_tiny.pt"
-  torch_io.save_state_dict(vq_names.export_vq_state_dict(jax.tree.map(fill, abstract)), path)
-  return path
+  return write_random_vq(tmp_path_factory.mktemp("vq") / "vq_tiny.pt")
 
 
 def run(*argv):
