@@ -40,6 +40,8 @@ setup(
         # for the TFDS mock-data test and the TF1 resize check of the FID preprocessing; the web
         # demo and Playwright's Python package for the browser test (it drives the system's
         # Chromium, never a downloaded one).
-        "test": ["pytest>=8,<10", "torch==2.13.0", *TENSORFLOW, *APP, "playwright>=1.49,<2"],
+        # nbclient runs the quickstart notebook top to bottom.
+        "test": ["pytest>=8,<10", "torch==2.13.0", *TENSORFLOW, *APP, "playwright>=1.49,<2",
+                 "nbclient>=0.10,<0.11", "nbformat>=5.9,<6", "ipykernel>=6.29,<8"],
     },
 )
