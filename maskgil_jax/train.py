@@ -248,7 +248,8 @@ def train(config, workdir, *, memory_report: bool = False) -> dict:
     # 6. resume from the workdir, else initialise (optionally from other parameters)
     manager = checkpoints.make_manager(workdir / checkpoints.SUBDIR,
                                        every_steps=config.ckpt.every_steps, keep=config.ckpt.keep)
-    found = checkpoints.restore_state(manager, abstract_state, data_iter, quarantine=True)
+    found = checkpoints.restore_state(manager, abstract_state, data_iter, quarantine=True,
+                                      restart_data=config.ckpt.restart_data)
     if found is not None:
       state, start = found
       logging.info("resumed from %s/%d", manager.directory, start)
@@ -351,7 +352,9 @@ def main(argv) -> None:
   if flag.config is None or not flag.workdir:
     raise app.UsageError("--config and --workdir are required")
   cli.quiet_library_logs()
-  mesh_lib.initialize_distributed(flag.config.mesh.distributed)  # before JAX touches a device
+  m = flag.config.mesh  # before JAX touches a device
+  mesh_lib.initialize_distributed(m.distributed, heartbeat_timeout_s=m.heartbeat_timeout_s,
+                                  local_devices=m.local_devices)
   if not flag.memory_report and jax.process_index() == 0 and "://" not in flag.workdir:
     prepare_workdir(flag.workdir)  # a readable log beside the metrics (local workdirs)
     logging.get_absl_handler().use_absl_log_file("train", flag.workdir)
