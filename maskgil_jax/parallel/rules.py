@@ -118,6 +118,11 @@ def param_shardings(tree, mesh: Mesh, rules: Mapping[str, object]):
 _ACTIVE_RULES: list[Mapping[str, object]] = [DEFAULT_RULES]
 
 
+def active_rules() -> Mapping[str, object]:
+  """The table of the innermost `axis_rules` context (the defaults outside any)."""
+  return _ACTIVE_RULES[-1]
+
+
 @contextlib.contextmanager
 def axis_rules(rules: Mapping[str, object]):
   """Rules that `constrain` uses while tracing inside this context (the trainer sets them)."""
