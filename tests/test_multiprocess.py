@@ -64,10 +64,20 @@ WORKER = textwrap.dedent("""
       sys.exit(0)
 
     tag = f"p{num_processes}"
+    result = {}
     if num_processes > 1:
       train.train(config(total_steps=4), root / "straight")
       train.train(config(total_steps=2), root / "resumed")
       train.train(config(total_steps=4), root / "resumed")
+    else:  # the 2-process checkpoint on 1 process: its data positions are not this process's
+      import shutil
+      from maskgil_jax.checkpoints import CheckpointError
+      shutil.copytree(root / "straight", root / "on_one")
+      try:
+        train.train(config(total_steps=6), root / "on_one")
+      except CheckpointError as e:
+        result["refused"] = str(e)
+      train.train(config(total_steps=6, **{"ckpt.restart_data": True}), root / "on_one")
     sample.main(["--ckpt", str(root / "straight"), "--decode", "mar", "--labels",
                  ",".join(str(i % 10) for i in range(12)), "--tokens-only", "--steps", "2",
                  "--batch-size", "8", "--out", str(root / f"samples_{tag}")])
@@ -77,7 +87,7 @@ WORKER = textwrap.dedent("""
     tok = VQModel(c.tokenizer, rngs=nnx.Rngs(0))
     summary = ec.extract_codes(c, root / f"codes_{tag}", tok, batch_size=2, shard_size=2,
                                progress=False)
-    print("RESULT", json.dumps({"process": jax.process_index(), "extract": str(summary)}))
+    (root / f"result_{tag}.json").write_text(json.dumps(result))
 """)
 
 
@@ -138,6 +148,16 @@ def test_resume_on_two_processes_is_exact(runs):
   assert resumed == straight
   positions = (runs / "straight" / "checkpoints" / "4" / "data_iter").glob("*.json")
   assert sorted(p.name for p in positions) == ["process_0-of-2.json", "process_1-of-2.json"]
+
+
+def test_a_two_process_checkpoint_on_one_process(runs):
+  """Refused while the data positions do not fit; resumed at its step with restart_data."""
+  from maskgil_jax.training.metrics import read_jsonl
+  refused = json.loads((runs / "result_p1.json").read_text())["refused"]
+  assert "no data position data_iter/process_0-of-1.json" in refused
+  assert "config.ckpt.restart_data=True" in refused
+  steps = [r["step"] for r in read_jsonl(runs / "on_one" / "metrics.jsonl")]
+  assert steps == [1, 2, 3, 4, 5, 6]  # 1-4 written by the 2-process run, 5-6 on one process
 
 
 def test_two_processes_write_one_sample_set_equal_to_one_process(runs):
