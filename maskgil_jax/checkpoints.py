@@ -188,26 +188,43 @@ def _quarantine(root: epath.Path, step: int) -> None:
     multihost_utils.sync_global_devices(f"quarantine_checkpoint_{step}")
 
 
-def _data_position(root: epath.Path, step: int, data_iter):
-  """grain restore args for this process's saved data position, None if there is none (saved
-  by another number of processes, or a parameters-only checkpoint): the stream restarts."""
+class MissingDataPosition(FileNotFoundError):
+  """A step without this process's data position: damage unless a restart is asked for."""
+
+
+def _data_position(root: epath.Path, step: int, data_iter, restart_data: bool):
+  """grain restore args for this process's saved data position.
+
+  A missing position file makes the step unusable (`MissingDataPosition`, so the previous step
+  is tried like for any damaged one): resuming parameters with a restarted stream would
+  silently train on other data than the uninterrupted run. With `restart_data` (a deliberate
+  choice, e.g. another number of processes than the one that saved) a missing position starts
+  the stream from its beginning instead, with a warning, and None is returned; a position that
+  is there is always used.
+  """
   import grain.checkpoint
   name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
   if (root / str(step) / "data_iter" / name).exists():
     return grain.checkpoint.CheckpointRestore(data_iter)
-  logging.warning("%s/%s holds no data position %s (saved by another number of processes?); "
-                  "the data stream starts from its beginning", root, step, name)
-  return None
+  if restart_data:
+    logging.warning("%s/%s holds no data position %s; config.ckpt.restart_data: the data "
+                    "stream starts from its beginning", root, step, name)
+    return None
+  raise MissingDataPosition(
+      f"no data position data_iter/{name} (saved by another number of processes, or lost); "
+      "set config.ckpt.restart_data=True to resume with the data stream restarted")
 
 
 def restore_state(manager: ocp.CheckpointManager, abstract_state, data_iter=None, *,
-                  step: int | None = None, quarantine: bool = False):
+                  step: int | None = None, quarantine: bool = False,
+                  restart_data: bool = False):
   """(state, step) from the newest readable checkpoint (or `step`), None when there is none.
 
   `abstract_state` gives the structure, dtypes and shardings to restore into (a different mesh
   than the one that saved is fine); `data_iter` (a grain iterator) is moved to the saved data
-  position. A checkpoint that fails to read is reported with a warning and the previous one is
-  tried; with `quarantine` (the trainer) the unreadable ones newer than the one restored are
+  position. A checkpoint that fails to read, or (with `data_iter`) lacks this process's data
+  position, is reported with a warning and the previous one is tried (`restart_data`: a
+  missing position restarts the stream instead); with `quarantine` (the trainer) the unreadable ones newer than the one restored are
   then moved aside, so their step numbers can be saved again. If none can be read, nothing is
   moved (a file system outage must not look like damage) and CheckpointError says why.
   """
@@ -225,7 +242,8 @@ def restore_state(manager: ocp.CheckpointManager, abstract_state, data_iter=None
         raise FileNotFoundError("no state item")
       # readable but not for this model: an error, since falling back would hide it
       _check_fits(stored, target, f"{root}/{s}")
-      position = _data_position(root, s, data_iter) if data_iter is not None else None
+      position = (_data_position(root, s, data_iter, restart_data) if data_iter is not None
+                  else None)
       if position is not None:
         items["data_iter"] = position
       restored = manager.restore(s, args=ocp.args.Composite(**items))

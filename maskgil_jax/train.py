@@ -280,7 +280,8 @@ def train(config, workdir, *, memory_report: bool = False,
     # 6. resume from the workdir, else initialise (optionally from other parameters)
     manager = checkpoints.make_manager(workdir / checkpoints.SUBDIR,
                                        every_steps=config.ckpt.every_steps, keep=config.ckpt.keep)
-    found = checkpoints.restore_state(manager, abstract_state, data_iter, quarantine=True)
+    found = checkpoints.restore_state(manager, abstract_state, data_iter, quarantine=True,
+                                      restart_data=config.ckpt.restart_data)
     if found is not None:
       state, start = found
       cli.notice("resumed from %s/%d", manager.directory, start)
@@ -419,7 +420,9 @@ def _main(argv) -> int:
   configlib.finalize(config)  # a bad field is reported before anything is created
   if args.compilation_cache:
     jax.config.update("jax_compilation_cache_dir", args.compilation_cache)
-  mesh_lib.initialize_distributed(config.mesh.distributed)  # before JAX touches a device
+  m = config.mesh  # before JAX touches a device
+  mesh_lib.initialize_distributed(m.distributed, heartbeat_timeout_s=m.heartbeat_timeout_s,
+                                  local_devices=m.local_devices)
   if not args.memory_report:
     workdir = prepare_workdir(args.workdir)
     if "://" not in args.workdir:  # a readable log beside the metrics (local workdirs)

@@ -163,3 +163,16 @@ def test_fsdp_shards_the_1b_model(tmp_path):
     sharded += nbytes if any(s is not None for s in spec) else 0
   assert total > 5e9  # ~1.4B fp32 parameters
   assert sharded / total >= 0.98, sharded / total
+
+
+def test_a_process_refuses_to_start_without_its_devices(monkeypatch, capsys):
+  """The start-up line names the devices and what the launcher gave; a mismatch stops the run."""
+  monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3,4,5,6,7")
+  monkeypatch.setenv("SLURM_LOCALID", "3")
+  n = jax.local_device_count()
+  line = mesh_lib.check_local_devices(n)
+  assert f"{n} devices [cpu:0" in line and "CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7" in line
+  assert "local rank 3" in line and line in capsys.readouterr().out
+  with pytest.raises(ConfigError, match=f"config.mesh.local_devices: expected {n + 1} devices"):
+    mesh_lib.check_local_devices(n + 1)
+  assert mesh_lib.initialize_distributed("no", local_devices=n) is False  # checks, no init

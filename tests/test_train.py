@@ -143,6 +143,30 @@ def test_restart_continues_exactly(codes_dir, compile_cache, tmp_path):
   assert losses(tmp_path / "restarted") == losses(tmp_path / "straight")  # bit for bit
 
 
+def test_lost_data_position_counts_as_damage(codes_dir, compile_cache, tmp_path):
+  """A newest step without its data position is not resumed with a restarted stream: the
+  previous step is (and the run then equals the uninterrupted one), unless
+  ckpt.restart_data says a restart is meant."""
+  from maskgil_jax.train import train
+  straight = tmp_path / "straight"
+  train(codes_config(codes_dir), straight)
+  for name, restart in (("fallback", False), ("restart", True)):
+    run = tmp_path / name
+    train(codes_config(codes_dir, total_steps=4), run)  # checkpoints at 2 and 4
+    for f in (run / "checkpoints" / "4" / "data_iter").glob("*.json"):
+      f.unlink()
+    (run / "metrics.jsonl").unlink()
+    train(codes_config(codes_dir, **{"ckpt.restart_data": restart}), run)
+    resumed = read_jsonl(run / "metrics.jsonl")
+    if not restart:
+      assert [r["step"] for r in resumed] == [3, 4, 5, 6]  # from step 2
+      assert list((run / "checkpoints").glob("4.unreadable-*"))
+      assert losses(run) == {s: l for s, l in losses(straight).items() if s > 2}
+    else:
+      assert [r["step"] for r in resumed] == [5, 6]  # from step 4, the stream from its start
+      assert losses(run) != {s: l for s, l in losses(straight).items() if s > 4}
+
+
 def test_sigterm_saves_and_stops(codes_dir, compile_cache, tmp_path):
   from maskgil_jax.train import train
   jsonl = tmp_path / "metrics.jsonl"

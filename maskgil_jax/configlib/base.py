@@ -63,6 +63,8 @@ def mesh_config() -> ml_collections.ConfigDict:
   m.tensor = 1
   m.slices = 1  # multi-slice: the data axis spans slices (outermost)
   m.distributed = "auto"  # jax.distributed.initialize(): 'auto' (multi-process env), 'yes', 'no'
+  m.local_devices = 0  # > 0: refuse to start unless each process drives this many devices
+  m.heartbeat_timeout_s = 100  # a dead process makes the others stop after this long
   m.rules = ml_collections.ConfigDict()  # logical axis -> mesh axis overrides
   return m
 
@@ -95,6 +97,10 @@ def ckpt_config() -> ml_collections.ConfigDict:
   c.every_steps = 1000
   c.keep = 3
   c.init_from = ""  # an orbax checkpoint to initialise parameters from
+  # accept a step without this process's data position, restarting the data stream from its
+  # beginning (a deliberate choice, e.g. another process count); otherwise such a step counts
+  # as damaged and the previous one is resumed
+  c.restart_data = False
   return c
 
 

@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from maskgil_jax.parallel.rules import gather_for_use
+
 
 def normal_init(key, shape, std: float, dtype=jnp.float32):
   return (std * jax.random.normal(key, shape)).astype(dtype)
@@ -25,7 +27,7 @@ class Linear(nnx.Module):
     self.weight = nnx.Param(value, out_sharding=axes)
 
   def __call__(self, x, dtype=None):
-    w = self.weight[...]
+    w = gather_for_use(self.weight[...], self.weight.get_metadata().get("out_sharding"))
     dtype = dtype or x.dtype
     return jnp.dot(x.astype(dtype), w.astype(dtype), preferred_element_type=dtype)
 
@@ -37,7 +39,8 @@ class Embedding(nnx.Module):
                             out_sharding=("vocab", "embed"))
 
   def __call__(self, ids, dtype=jnp.float32):
-    return jnp.take(self.weight[...], ids, axis=0).astype(dtype)
+    w = gather_for_use(self.weight[...], self.weight.get_metadata().get("out_sharding"))
+    return jnp.take(w, ids, axis=0).astype(dtype)
 
 
 class RMSNorm(nnx.Module):

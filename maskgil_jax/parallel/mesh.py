@@ -41,21 +41,55 @@ def launched_on_several_processes() -> bool:
   return False
 
 
-def initialize_distributed(mode: str = "auto") -> bool:
+def initialize_distributed(mode: str = "auto", *, heartbeat_timeout_s: int | None = None,
+                           local_devices: int = 0, **explicit) -> bool:
   """`jax.distributed.initialize()` (cluster auto-detection) before JAX touches a device.
 
   mode 'auto' initialises when `launched_on_several_processes()`; 'yes' always (e.g. a TPU pod
   whose workers do not export their host list); 'no' never. Returns whether it initialised.
+  `heartbeat_timeout_s` bounds how long the others wait for a process that died (they then stop
+  with the coordination service's error instead of hanging in a collective); `explicit`
+  (coordinator_address, num_processes, process_id, local_device_ids) overrides detection.
+  With `local_devices` > 0 the process's devices are checked (`check_local_devices`).
   """
   if mode not in DISTRIBUTED_MODES:
     raise ConfigError(f"config.mesh.distributed: {mode!r}; one of {DISTRIBUTED_MODES}")
-  if mode == "no" or (mode == "auto" and not launched_on_several_processes()):
-    return False
-  jax.distributed.initialize()
-  logging.info("jax.distributed: process %d of %d, %d local / %d global devices",
-               jax.process_index(), jax.process_count(), jax.local_device_count(),
-               jax.device_count())
-  return True
+  started = not (mode == "no" or (mode == "auto" and not launched_on_several_processes()))
+  if started:
+    kw = dict(explicit)
+    if heartbeat_timeout_s:
+      kw["heartbeat_timeout_seconds"] = int(heartbeat_timeout_s)
+    jax.distributed.initialize(**kw)
+    logging.info("jax.distributed: process %d of %d, %d local / %d global devices",
+                 jax.process_index(), jax.process_count(), jax.local_device_count(),
+                 jax.device_count())
+  if local_devices:
+    check_local_devices(local_devices)
+  return started
+
+
+GIVEN_DEVICES_ENV = ("CUDA_VISIBLE_DEVICES", "SLURM_STEP_GPUS", "SLURM_JOB_GPUS",
+                     "JAX_LOCAL_DEVICE_IDS", "TPU_VISIBLE_CHIPS")
+
+
+def check_local_devices(expected: int) -> str:
+  """Print one start-up line naming this process's devices beside the accelerators its
+  launcher gave it, and refuse to start (ConfigError) unless it drives `expected` of them.
+
+  A multi-GPU node run as one process that JAX binds to a single GPU fills the mesh with one
+  GPU per node without any error; this makes the mismatch stop the run at once.
+  """
+  devices = jax.local_devices()
+  given = " ".join(f"{k}={os.environ[k]}" for k in GIVEN_DEVICES_ENV if os.environ.get(k))
+  line = (f"process {jax.process_index()} of {jax.process_count()} on {os.uname().nodename}"
+          f" (local rank {os.environ.get('SLURM_LOCALID', '-')}): {len(devices)} devices "
+          f"[{', '.join(f'{d.platform}:{d.id}' for d in devices)}], expected {expected}; "
+          f"given {given or 'no device variables'}")
+  print(line, flush=True)
+  if len(devices) != expected:
+    raise ConfigError(f"config.mesh.local_devices: expected {expected} devices in this process "
+                      f"but JAX drives {len(devices)} ({line})")
+  return line
 
 
 def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, int, int]:

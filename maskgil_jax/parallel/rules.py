@@ -121,6 +121,11 @@ def param_shardings(tree, mesh: Mesh, rules: Mapping[str, object]):
 _ACTIVE_RULES: list[Mapping[str, object]] = [DEFAULT_RULES]
 
 
+def active_rules() -> Mapping[str, object]:
+  """The table of the innermost `axis_rules` context (the defaults outside any)."""
+  return _ACTIVE_RULES[-1]
+
+
 @contextlib.contextmanager
 def axis_rules(rules: Mapping[str, object]):
   """Rules that `constrain` uses while tracing inside this context (the trainer sets them)."""
@@ -144,6 +149,34 @@ def constrain(x, names: Sequence[str | None], rules: Mapping[str, object] | None
   rules = rules if rules is not None else _ACTIVE_RULES[-1]
   return jax.lax.with_sharding_constraint(
       x, NamedSharding(mesh, logical_to_spec(names, rules, x.shape, mesh)))
+
+
+def gather_for_use(w, names: Sequence[str | None] | None,
+                   rules: Mapping[str, object] | None = None, mesh: Mesh | None = None):
+  """A weight as a matmul consumes it: gathered over the mesh axes that shard the batch.
+
+  FSDP stores weights sharded over the batch axes and gathers them where they are used; this
+  says so explicitly instead of leaving the choice to the partitioner. Left to itself, XLA
+  (jax 0.10.2, Shardy and GSPMD alike) may instead permute the activations' batch rows to line
+  up with an `embed`-over-`fsdp` weight and, for a row-parallel matmul (`wo`, `w2`) whose output
+  is constrained to `act_embed`-over-`tensor`, never permute them back: with data=fsdp=2,
+  tensor=2 and one example per batch shard, rows 1 and 2 come back swapped between devices
+  (docs/architecture.md, "Mesh"). `names` are the weight's trailing logical axes (a layer
+  slice of a stacked parameter drops its leading `layers` name). A no-op outside a mesh.
+  """
+  mesh = mesh or _current_mesh()
+  if mesh is None or mesh.empty or not names:
+    return w
+  rules = rules if rules is not None else _ACTIVE_RULES[-1]
+  names = tuple(names)[-w.ndim:] if w.ndim else ()
+  batch = rules.get("act_batch")
+  batch_axes = set(batch if isinstance(batch, tuple) else (batch,)) - {None}
+  spec = []
+  for entry in logical_to_spec(names, rules, w.shape, mesh):
+    axes = entry if isinstance(entry, tuple) else (entry,)
+    axes = tuple(a for a in axes if a is not None and a not in batch_axes)
+    spec.append(None if not axes else axes[0] if len(axes) == 1 else axes)
+  return jax.lax.with_sharding_constraint(w, NamedSharding(mesh, PartitionSpec(*spec)))
 
 
 def _current_mesh() -> Mesh | None:

@@ -1,0 +1,60 @@
+"""Images from the tokenizer do not depend on where the batch is: one device or 8, batch 32 or
+16 give the same pixels, bit for bit (`decode.images.decode_each`). Decoding the batch at once
+does not: the same codes gave pixels off by one after rounding (the first check says the test
+would see it). In a subprocess: XLA_FLAGS must be set before JAX starts."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+WORKER = textwrap.dedent("""
+    import os, json
+    os.environ["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=8 "
+                               "--xla_backend_optimization_level=0 "
+                               "--xla_llvm_disable_expensive_passes=true")
+    import jax, jax.numpy as jnp, numpy as np
+    from flax import nnx
+    from maskgil_jax import configlib
+    from maskgil_jax.models.vq import VQModel
+    from maskgil_jax.decode import images as images_lib
+    from maskgil_jax.parallel import mesh as mesh_lib, rules as rules_lib
+
+    c = configlib.finalize(configlib.load_config("tiny"))
+    # larger weights than the initialisation's, so activations reach the rounding boundaries
+    tok = jax.tree.map(lambda x: 3 * x if jnp.issubdtype(x.dtype, jnp.floating) else x,
+                       VQModel(c.tokenizer, rngs=nnx.Rngs(0)))
+    codes = np.random.default_rng(0).integers(0, 512, (32, 16)).astype(np.int32)
+    at_once = jax.jit(lambda t, x: images_lib.to_uint8(t.decode_code(x.reshape(-1, 4, 4))))
+
+    def run(devices, fn, rows=32):
+      m = c.mesh.copy_and_resolve_references()
+      m.data = devices
+      mesh = mesh_lib.make_mesh(m, jax.devices()[:devices])
+      rules = rules_lib.make_rules()
+      with jax.set_mesh(mesh), rules_lib.axis_rules(rules):
+        t = jax.device_put(tok, rules_lib.param_shardings(tok, mesh, rules))
+        x = mesh_lib.global_batch({"c": codes[:rows]}, mesh)["c"]
+        return np.asarray(fn(t, x)).astype(int)
+
+    each = images_lib.tokens_to_images
+    out = {"at_once": int((run(1, at_once) != run(8, at_once)).sum()),
+           "one_vs_eight": int(np.abs(run(1, each) - run(8, each)).max()),
+           "batch_16_vs_32": int(np.abs(run(1, each, 16) - run(1, each)[:16]).max()),
+           "eight_16_vs_32": int(np.abs(run(8, each, 16) - run(8, each)[:16]).max())}
+    print("RESULT", json.dumps(out))
+""")
+
+
+def test_images_do_not_depend_on_the_placement():
+  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", WORKER], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=600)
+  lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+  assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+  r = json.loads(lines[-1][len("RESULT "):])
+  assert r["at_once"] > 0  # the whole-batch decode differs: these codes reach the boundaries
+  assert r["one_vs_eight"] == 0 and r["batch_16_vs_32"] == 0 and r["eight_16_vs_32"] == 0
