@@ -16,6 +16,7 @@ Restarting with the same --workdir continues exactly where the last checkpoint s
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -68,9 +69,10 @@ def check_config(config) -> None:
 
 
 def prepare_workdir(workdir) -> epath.Path:
-  """The workdir, created, after proving it is writable (before any work is done)."""
+  """The workdir, created, after proving it is writable (before any work is done). Each
+  process probes with its own file: the processes of a job share the folder."""
   path = epath.Path(workdir)
-  probe = path / ".write_probe"
+  probe = path / f".write_probe.{os.getpid()}.{jax.process_index()}"
   try:
     path.mkdir(parents=True, exist_ok=True)
     probe.write_text("ok")
