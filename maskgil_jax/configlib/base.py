@@ -31,7 +31,9 @@ def data_config() -> ml_collections.ConfigDict:
 
 def objective_config() -> ml_collections.ConfigDict:
   o = ml_collections.ConfigDict()
-  o.name = "mar"  # 'mar' (masked tokens, bidirectional) or 'ar' (next token, causal)
+  o.name = "mar"  # 'mar' (masked tokens, bidirectional), 'ar' (next token, causal) or
+  # 'joint' (both, one model: a share of every batch's examples is AR, the rest MAR)
+  o.ar_fraction = 0.5  # joint: share of each batch's examples trained as AR
   o.mask_schedule = "arccos"  # arccos | cosine | linear | square
   o.label_drop = 0.1  # class label replaced by the null class, for CFG
   o.label_smoothing = 0.1
