@@ -3,7 +3,8 @@
   python -m maskgil_jax.sample --config CONFIG --ckpt CKPT --decode {mar,ar,hybrid} \
       [--labels 1,2,3 | --per-class N | --prompt TEXT ... [--prompts FILE] --text-encoder DIR] \
       [--steps 8] [--cfg-scale W] [--temperature T] \
-      [--top-k K] [--top-p P] [--choice-temperature R] [--ar-tokens N] [--seed S] \
+      [--top-k K] [--top-p P] [--choice-temperature R] [--ar-tokens N] [--ar-cfg-scale W] \
+      [--ar-temperature T] [--hybrid-schedule {spread,truncated}] [--seed S] \
       [--batch-size B] [--tokenizer PATH] [--ar-ckpt CKPT --ar-config CONFIG] [--ema] \
       [--tokens-only] --out DIR [--config.a.b=value ...]
 
@@ -11,7 +12,10 @@ CKPT is one of our checkpoints (a training workdir, its `checkpoints/` folder or
 CONFIG then defaults to the one stored with it) or a PyTorch LlamaGen / MaskGIL GPT `.pt` /
 `.safetensors` file (CONFIG says which layout and size). Unset decode flags take the values of
 `config.decode`; `--cfg-scale` is w of (1 + w) * cond - w * uncond in every decoder (LlamaGen's
-s = 1 + w) and `--temperature` divides the logits, 0 = greedy (docs/generation.md).
+s = 1 + w) and `--temperature` divides the logits, 0 = greedy (docs/generation.md). The hybrid
+needs an AR-capable model for its AR half: one checkpoint trained with the `ar` or `joint`
+objective, or `--ar-ckpt`; its AR half has its own `--ar-cfg-scale` (default 1.0, LlamaGen's
+s = 2.0) and `--ar-temperature`.
 
 Writes DIR/samples.npz: `arr_0` uint8 images [N, H, W, 3] (ADM's layout, so the file goes
 straight to `maskgil_jax.evaluate --samples`; left out with --tokens-only, which needs no
@@ -70,7 +74,10 @@ SHARDS_DIR = "shards"
 # command-line flag -> config.decode field it overrides
 DECODE_FLAGS = {"steps": "steps", "cfg_scale": "cfg_scale", "temperature": "temperature",
                 "top_k": "top_k", "top_p": "top_p", "choice_temperature": "choice_temperature",
-                "ar_tokens": "ar_tokens"}
+                "ar_tokens": "ar_tokens", "ar_cfg_scale": "ar_cfg_scale",
+                "ar_temperature": "ar_temperature", "hybrid_schedule": "hybrid_schedule"}
+# objectives that teach a model to decode AR (a MAR-trained slot never learns the next token)
+AR_OBJECTIVES = ("ar", "joint")
 
 
 def parse_args(argv=None) -> tuple[argparse.Namespace, list[str], list[str]]:
@@ -96,6 +103,12 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str], list[str]]:
   p.add_argument("--top-p", type=float, help="keep the top-p probability mass (1 = all)")
   p.add_argument("--choice-temperature", type=float, help="MAR Gumbel noise on confidences")
   p.add_argument("--ar-tokens", type=int, help="hybrid: tokens written by AR first")
+  p.add_argument("--ar-cfg-scale", type=float, help="hybrid: the AR half's guidance w "
+                 "(default config.decode.ar_cfg_scale, 1.0 = LlamaGen's s 2.0)")
+  p.add_argument("--ar-temperature", type=float, help="hybrid: the AR half's temperature")
+  p.add_argument("--hybrid-schedule", choices=("spread", "truncated"), help="hybrid: MAR "
+                 "steps spread over what AR left (spread) or the full-grid schedule cut "
+                 "(truncated, the reference code)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--batch-size", type=int, default=64, help="samples per compiled call")
   p.add_argument("--tokenizer", help="tokenizer weights (default: config.tokenizer.ckpt)")
@@ -169,6 +182,20 @@ def load_generator(ckpt, model_cfg, *, ema: bool = False, mesh=None, rules=None,
   if mesh is None:
     return model
   return jax.device_put(model, jax.tree.map(lambda a: a.sharding, abstract))
+
+
+def check_ar_half(config, ar_config) -> None:
+  """ConfigError unless the hybrid's AR half was trained to decode AR: a MAR-only model's slot
+  after the fed tokens never learned to predict the next one, so its AR half writes noise."""
+  if ar_config is None and config.objective.name not in AR_OBJECTIVES:
+    raise configlib.ConfigError(
+        f"--decode hybrid: this checkpoint was trained with objective "
+        f"{config.objective.name!r}, which never teaches AR; give an AR model with --ar-ckpt "
+        f"(or a checkpoint trained with objective 'ar' or 'joint')")
+  if ar_config is not None and ar_config.objective.name not in AR_OBJECTIVES:
+    raise configlib.ConfigError(
+        f"--ar-ckpt: its model was trained with objective {ar_config.objective.name!r}, which "
+        "never teaches AR; give one trained with 'ar' or 'joint'")
 
 
 def check_method(method: str, model, ar_model) -> None:
@@ -302,7 +329,8 @@ def settings_record(args, config, ar_config, method: str, labels: np.ndarray, ck
   record = {k: d[k] for k in ("steps", "schedule", "cfg_scale", "cfg_schedule", "temperature",
                               "choice_temperature", "top_k", "top_p")}
   if method == "hybrid":
-    record["ar_tokens"] = d.ar_tokens
+    record.update({k: d[k] for k in ("ar_tokens", "ar_cfg_scale", "ar_temperature",
+                                     "hybrid_schedule")})
   record.update(decode=method, cfg_convention="(1 + w) * cond - w * uncond",
                 cfg_scale_llamagen=1.0 + d.cfg_scale, seed=args.seed, num_samples=len(labels),
                 per_class=args.per_class, labels=None if args.per_class else labels.tolist(),
@@ -384,6 +412,8 @@ def run(args, overrides, ar_overrides) -> str:
   ar_config = None
   if args.ar_ckpt:
     ar_config = resolve_config(args.ar_config, args.ar_ckpt, ar_overrides, "--ar-config")
+  if args.decode == "hybrid":
+    check_ar_half(config, ar_config)
   if not args.tokens_only and not (args.tokenizer or config.tokenizer.ckpt):
     raise configlib.ConfigError("images need a tokenizer: give --tokenizer PATH (or set "
                                 "config.tokenizer.ckpt), or --tokens-only")
