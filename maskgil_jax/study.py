@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from maskgil_jax import cli, configlib
 from maskgil_jax.configlib.load import apply_override
+from maskgil_jax.data.preprocess import to_model_range
 from maskgil_jax.decode import DecodeSettings, generate_tokens, tokens_to_images
 from maskgil_jax.decode.hybrid import mar_steps_run
 
@@ -122,17 +123,17 @@ class Judge:
 
   def __init__(self, config, ref: str | None, inception: str | None, workdir: pathlib.Path):
     self.demo = config.data.name == "demo"
-    self.real = None
+    self.real = self.real_labels = None
     if self.demo:
       from maskgil_jax.data.demo_set import demo_images
-      self.real, _ = demo_images("test", config.data.image_size, config.data.fit)
+      self.real, self.real_labels = demo_images("test", config.data.image_size, config.data.fit)
     self.ref, self.inception, self.workdir = ref, inception, workdir
 
   def __call__(self, images: np.ndarray, labels: np.ndarray, name: str) -> dict:
     out = {}
     if self.demo:
       from maskgil_jax.demo_quality import demo_quality
-      q = demo_quality(np.asarray(images, np.float32) / 127.5 - 1.0, labels, self.real)
+      q = demo_quality(to_model_range(np.asarray(images)), labels, self.real)
       out.update(demo_accuracy=q["classifier_accuracy"], demo_frechet=q["frechet_distance"])
     if self.ref:
       from maskgil_jax import evaluate
@@ -294,10 +295,12 @@ def write_results(out: pathlib.Path, results: dict) -> None:
 
 def run_hybrid_study(model, tokenizer, config, out: pathlib.Path, points, labels, *, seed: int,
                      batch_size: int, judge, results: dict, ar_model=None,
-                     progress: bool = True) -> dict:
-  """Measure every point not yet in `results` (written after each), then the plot."""
+                     progress: bool = True, on_images=None, title: str = "") -> dict:
+  """Measure every point not yet in `results` (written after each), then the plot.
+  `on_images(name, images)` (optional) sees each point's images (the demo's sample grid)."""
   length = model.layout.num_image_tokens
   base = DecodeSettings.from_config(config.decode)
+  out.mkdir(parents=True, exist_ok=True)
   todo = [p for p in points if point_name(*p) not in results["points"]]
   bar = tqdm(todo, desc="study hybrid", disable=not progress or not todo)
   for ar_tokens, steps in bar:
@@ -307,6 +310,8 @@ def run_hybrid_study(model, tokenizer, config, out: pathlib.Path, points, labels
     method = method_of(ar_tokens, length)
     tokens, seconds = decode_tokens(model, labels, seed, settings, method, ar_model, batch_size)
     images = images_of(tokenizer, tokens, batch_size)
+    if on_images is not None:
+      on_images(name, images)
     results["points"][name] = {
         "ar_tokens": ar_tokens, "steps": steps, "method": method,
         "forward_passes": forward_passes(settings, ar_tokens, length),
@@ -314,7 +319,7 @@ def run_hybrid_study(model, tokenizer, config, out: pathlib.Path, points, labels
         **judge(images, labels, name)}
     results["best"] = best_point(results)
     write_results(out, results)
-  plot(results, out / PLOT)
+  plot(results, out / PLOT, title)
   return results
 
 

@@ -86,3 +86,13 @@ def test_ar_decoding_of_a_joint_model_is_its_teacher_forced_forward(trained):
   forced = model.ar_logits(result.tokens, labels)[..., :config.model.codebook_size]
   np.testing.assert_allclose(result.logits, forced, atol=2e-4, rtol=0)
   np.testing.assert_array_equal(result.tokens, jnp.argmax(forced, axis=-1))
+
+
+def test_step_flops_count_each_mode_on_its_rows():
+  from maskgil_jax.training import flops
+  joint = joint_config()
+  mar, ar = joint.copy_and_resolve_references(), joint.copy_and_resolve_references()
+  mar.objective.name, ar.objective.name = "mar", "ar"
+  half = 0.5 * (flops.generator_step_flops(mar) + flops.generator_step_flops(ar))
+  assert flops.generator_step_flops(joint) == pytest.approx(half)
+  assert flops.generator_step_flops(ar) < flops.generator_step_flops(mar)
