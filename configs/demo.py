@@ -1,7 +1,9 @@
-"""The built-in demo: a small tokenizer, then a small MaskGIL, on Fashion-MNIST, on a CPU.
+"""The built-in demo: a small tokenizer, then a small MaskGIL (joint MAR + AR objective), on
+Fashion-MNIST, on a CPU.
 
 Both stages train on the demo images shipped in the package (28px, padded to 32). The whole job
-(both trainings, an 8-step MAR sample grid with one row per class, and the quality figures):
+(both trainings, an 8-step MAR sample grid with one row per class, a small hybrid study and the
+quality figures):
 
   python -m maskgil_jax.demo --workdir out/demo
 
@@ -38,7 +40,11 @@ def get_config(stage: str = "generator"):
   t.loss.perceptual_weight = 0.0
   t.loss.disc_start = 10 ** 9
 
-  # generator: the 'demo' size (4 layers, dim 128) in the MaskGIL layout, on 8x8 grids
+  # generator: the 'demo' size (4 layers, dim 128) in the MaskGIL layout, on 8x8 grids,
+  # trained with the joint objective (half of every batch MAR, half AR) so that the one model
+  # decodes MAR, AR and the hybrid
+  c.objective.name = "joint"
+  c.objective.ar_fraction = 0.5
   c.model.codebook_size = t.codebook_size
   c.model.num_classes = 10
   c.model.token_dropout = c.model.resid_dropout = c.model.ffn_dropout = 0.0

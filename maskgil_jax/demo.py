@@ -1,12 +1,15 @@
 """`python -m maskgil_jax.demo --workdir DIR`: the whole MaskGIL pipeline on a CPU, end to end.
 
 1. trains the demo tokenizer on the Fashion-MNIST images shipped in the package,
-2. trains a small MaskGIL on the codes of that (frozen) tokenizer,
-3. samples with the 8-step MAR decoder and writes `DIR/samples.png`, one row per class,
+2. trains a small MaskGIL on the codes of that (frozen) tokenizer with the joint objective, so
+   the one model decodes MAR, AR and the hybrid (docs/generation.md),
+3. runs a small hybrid study (`maskgil_jax.study`): 8-step MAR alone, AR alone and hybrids in
+   between, every point decoded for the same labels and timed, and writes `DIR/samples.png`
+   (8-step MAR, one row per class) and `DIR/study/tradeoff.png`,
 4. judges the samples with the shipped demo classifier (accuracy on the asked-for class,
    Frechet distance to held-out real images in its feature space) next to the same figures
    for uniformly random codes and for the tokenizer's reconstructions of real images,
-   and writes `DIR/results.json`.
+   and writes `DIR/results.json`: MAR-8, AR and the best hybrid side by side.
 
 Each stage is the ordinary trainer (`configs/demo.py:tokenizer` / `:generator`), so rerunning
 the same command resumes an interrupted stage and skips finished ones.
@@ -24,15 +27,19 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from maskgil_jax import checkpoints, cli, configlib, train
-from maskgil_jax.data.demo_set import demo_class_names, demo_images
-from maskgil_jax.decode import DecodeSettings, generate_tokens, tokens_to_images, write_png
+from maskgil_jax import checkpoints, cli, configlib, study, train
+from maskgil_jax.data.demo_set import demo_class_names
+from maskgil_jax.data.preprocess import to_model_range
+from maskgil_jax.decode import tokens_to_images, write_png
 from maskgil_jax.demo_quality import demo_quality
 from maskgil_jax.models import vq
 from maskgil_jax.models.transformer import Transformer
 
 _GRID_COLUMNS = 10
 WORKDIR = "out/demo"  # the default --workdir; the web demo serves WORKDIR/generator by default
+# the demo's hybrid study: AR tokens of the 8x8 grid (0 = MAR alone; the whole grid, AR alone,
+# is always added), each followed by config.decode.steps MAR steps
+STUDY_AR_TOKENS = (0, 4, 8, 16, 32)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -74,19 +81,29 @@ def class_rows(images: np.ndarray, labels: np.ndarray, columns: int) -> np.ndarr
   return np.concatenate(rows, axis=0)
 
 
-def to_model_range(images_uint8) -> np.ndarray:
-  return np.asarray(images_uint8, np.float32) / 127.5 - 1.0
+def run_study(model, tokenizer, config, workdir: pathlib.Path, labels, judge) -> dict:
+  """The demo's hybrid study (fresh each run); writes samples.png from the MAR point."""
+  length = model.layout.num_image_tokens
+  mar_point = study.point_name(0, config.decode.steps)
+
+  def grid(name, images):
+    if name == mar_point:
+      write_png(workdir / "samples.png", class_rows(images, labels, _GRID_COLUMNS))
+
+  points = study.study_points([a for a in STUDY_AR_TOKENS if a <= length] + [length],
+                              [config.decode.steps], length)
+  return study.run_hybrid_study(
+      model, tokenizer, config, workdir / "study", points, labels, seed=config.seed,
+      batch_size=min(250, len(labels)), judge=judge, results={"study": "demo", "points": {}},
+      on_images=grid,
+      title="demo model (joint objective): numbers are tokens written by AR")
 
 
-def sample_images(model, tokenizer, labels, seed: int, settings, batch: int = 250):
-  """uint8 images for `labels`, in fixed-size batches (one compiled program)."""
-  out = []
-  padded = np.concatenate([labels, np.zeros(-len(labels) % batch, labels.dtype)])
-  for i in range(0, len(padded), batch):
-    key = jax.random.fold_in(jax.random.key(seed), i)
-    tokens = generate_tokens(model, jnp.asarray(padded[i:i + batch]), key, settings, "mar")
-    out.append(np.asarray(tokens_to_images(tokenizer, tokens)))
-  return np.concatenate(out)[:len(labels)]
+def figures(point: dict) -> dict:
+  return {"classifier_accuracy": point["demo_accuracy"],
+          "frechet_distance": point["demo_frechet"],
+          "seconds_per_image": point["seconds_per_image"], "ar_tokens": point["ar_tokens"],
+          "mar_steps": point["steps"]}
 
 
 def run(args) -> None:
@@ -104,13 +121,17 @@ def run(args) -> None:
   tokenizer = checkpoints.load_tokenizer(tok_dir, config.tokenizer)
   abstract = nnx.eval_shape(lambda: Transformer(config.model, rngs=nnx.Rngs(0)))
   model = checkpoints.restore_params(gen_dir, abstract)
-  settings = DecodeSettings.from_config(config.decode)
   classes = config.model.num_classes
   labels = np.repeat(np.arange(classes, dtype=np.int32), args.per_class)
-  generated = sample_images(model, tokenizer, labels, config.seed, settings)
-  write_png(workdir / "samples.png", class_rows(generated, labels, _GRID_COLUMNS))
+  judge = study.Judge(config, None, None, workdir)
+  hybrid = run_study(model, tokenizer, config, workdir, labels, judge)
+  points = hybrid["points"]
+  length = config.model.grid_size ** 2
+  mar_name, ar_name = study.point_name(0, config.decode.steps), study.point_name(length, None)
+  between = {n: p for n, p in points.items() if 0 < p["ar_tokens"] < length}
+  best = min(between, key=lambda n: between[n]["demo_frechet"])
 
-  real, real_labels = demo_images("test", config.data.image_size, config.data.fit)
+  real = judge.real
   grid = config.model.grid_size
   random_codes = jax.random.randint(jax.random.key(1), (len(labels), grid * grid), 0,
                                     config.model.codebook_size)
@@ -119,24 +140,32 @@ def run(args) -> None:
   seconds["sampling"] = time.time() - start
 
   results = {
-      "maskgil_mar_8_steps": demo_quality(to_model_range(generated), labels, real),
+      "maskgil_mar_8_steps": figures(points[mar_name]),
+      "ar": figures(points[ar_name]),
+      "best_hybrid": {"point": best, **figures(points[best])},
       "random_codes": demo_quality(to_model_range(random_images), labels, real),
       "tokenizer_reconstructions": demo_quality(np.clip(np.asarray(reconstructed), -1, 1),
-                                                real_labels, real),
-      "settings": {"decode": {k: config.decode[k] for k in ("steps", "cfg_scale",
-                                                            "temperature", "choice_temperature")},
+                                                judge.real_labels, real),
+      "hybrid_study": points,
+      "settings": {"decode": {k: config.decode[k] for k in (
+                       "steps", "cfg_scale", "temperature", "choice_temperature",
+                       "ar_cfg_scale", "ar_temperature", "hybrid_schedule")},
+                   "objective": config.objective.to_dict(),
                    "samples_per_class": args.per_class, "classes": list(demo_class_names()),
                    "tokenizer_steps": tok_config.total_steps,
                    "generator_steps": gen_config.total_steps},
       "seconds": {k: round(v, 1) for k, v in seconds.items()},
   }
   (workdir / "results.json").write_text(json.dumps(results, indent=2))
-  for name in ("maskgil_mar_8_steps", "random_codes", "tokenizer_reconstructions"):
+  for name in ("maskgil_mar_8_steps", "ar", "best_hybrid", "random_codes",
+               "tokenizer_reconstructions"):
     r = results[name]
-    print(f"{name:<28} classifier accuracy {r['classifier_accuracy']:.3f}   "
-          f"Frechet distance {r['frechet_distance']:.2f}")
-  print(f"demo: samples {workdir / 'samples.png'}, figures {workdir / 'results.json'}, "
-        f"{sum(seconds.values()) / 60:.1f} min")
+    label = f"{name} ({r['point']})" if name == "best_hybrid" else name
+    speed = f"   {r['seconds_per_image'] * 1e3:.2f} ms/image" if "seconds_per_image" in r else ""
+    print(f"{label:<30} classifier accuracy {r['classifier_accuracy']:.3f}   "
+          f"Frechet distance {r['frechet_distance']:.2f}{speed}")
+  print(f"demo: samples {workdir / 'samples.png'}, trade-off {workdir / 'study' / study.PLOT}, "
+        f"figures {workdir / 'results.json'}, {sum(seconds.values()) / 60:.1f} min")
 
 
 def _main(argv=None) -> int:

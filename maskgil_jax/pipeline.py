@@ -50,7 +50,7 @@ from maskgil_jax.parallel.rules import axis_rules, make_rules, param_shardings
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 # keyword of `generate` -> config.decode field it overrides (the sample command's flags too)
 DECODE_FIELDS = ("steps", "cfg_scale", "temperature", "top_k", "top_p", "choice_temperature",
-                 "ar_tokens")
+                 "ar_tokens", "ar_cfg_scale", "ar_temperature", "hybrid_schedule")
 
 
 # ---- loading (shared with the sample command) --------------------------------------------------
@@ -120,6 +120,24 @@ def check_method(method: str, model, ar_model) -> None:
       raise ConfigError(str(e)) from e
 
 
+# objectives that teach a model to decode AR (a MAR-trained slot never learns the next token)
+AR_OBJECTIVES = ("ar", "joint")
+
+
+def check_ar_half(config, ar_config) -> None:
+  """ConfigError unless the hybrid's AR half was trained to decode AR: a MAR-only model's slot
+  after the fed tokens never learned to predict the next one, so its AR half writes noise."""
+  if ar_config is None and config.objective.name not in AR_OBJECTIVES:
+    raise ConfigError(
+        f"--decode hybrid: this checkpoint was trained with objective "
+        f"{config.objective.name!r}, which never teaches AR; give an AR model with --ar-ckpt "
+        f"(or a checkpoint trained with objective 'ar' or 'joint')")
+  if ar_config is not None and ar_config.objective.name not in AR_OBJECTIVES:
+    raise ConfigError(
+        f"--ar-ckpt: its model was trained with objective {ar_config.objective.name!r}, which "
+        "never teaches AR; give one trained with 'ar' or 'joint'")
+
+
 def decode_settings(decode_cfg, **overrides) -> DecodeSettings:
   """`config.decode` with the given fields replaced (None keeps the config's), checked; errors
   name the field (config.decode.steps ...)."""
@@ -161,6 +179,7 @@ class Pipeline:
   text_encoder: object | None = None
   class_names: tuple[str, ...] | None = None
   batch_size: int = 16  # the largest batch one compiled call draws
+  ar_config: ml_collections.ConfigDict | None = None  # hybrid's separate AR model, if any
 
   @classmethod
   def from_config(cls, config, ckpt, *, tokenizer=None, text_encoder=None, ar_ckpt=None,
@@ -192,7 +211,8 @@ class Pipeline:
       raise ConfigError(f"class_names: {len(class_names)} names for a model of "
                         f"{config.model.num_classes} classes")
     return cls(config, model, mesh, rules, ar_model, vq, encoder,
-               tuple(class_names) if class_names is not None else data_class_names(config))
+               tuple(class_names) if class_names is not None else data_class_names(config),
+               ar_config=ar_config if ar_ckpt else None)
 
   # ---- what the model is --------------------------------------------------------------------
   @property
@@ -216,6 +236,8 @@ class Pipeline:
     for m in METHODS:
       try:
         check_method(m, self.model, self.ar_model or self.model)
+        if m == "hybrid":
+          check_ar_half(self.config, self.ar_config)
         ok.append(m)
       except ConfigError:
         pass
@@ -269,6 +291,8 @@ class Pipeline:
   def settings(self, method: str, **overrides) -> DecodeSettings:
     """Checked decode settings: `config.decode` with `overrides` (DECODE_FIELDS) applied."""
     check_method(method, self.model, self.ar_model or self.model)
+    if method == "hybrid":
+      check_ar_half(self.config, self.ar_config)
     settings = decode_settings(self.config.decode, **overrides)
     tokens = self.model.layout.num_image_tokens
     if method == "hybrid" and settings.ar_tokens > tokens:

@@ -3,7 +3,8 @@
   python -m maskgil_jax.sample --config CONFIG --ckpt CKPT --decode {mar,ar,hybrid} \
       [--labels 1,2,3 | --per-class N | --prompt TEXT ... [--prompts FILE] --text-encoder DIR] \
       [--steps 8] [--cfg-scale W] [--temperature T] \
-      [--top-k K] [--top-p P] [--choice-temperature R] [--ar-tokens N] [--seed S] \
+      [--top-k K] [--top-p P] [--choice-temperature R] [--ar-tokens N] [--ar-cfg-scale W] \
+      [--ar-temperature T] [--hybrid-schedule {spread,truncated}] [--seed S] \
       [--batch-size B] [--tokenizer PATH] [--ar-ckpt CKPT --ar-config CONFIG] [--ema] \
       [--tokens-only] --out DIR [--config.a.b=value ...]
 
@@ -11,7 +12,10 @@ CKPT is one of our checkpoints (a training workdir, its `checkpoints/` folder or
 CONFIG then defaults to the one stored with it) or a PyTorch LlamaGen / MaskGIL GPT `.pt` /
 `.safetensors` file (CONFIG says which layout and size). Unset decode flags take the values of
 `config.decode`; `--cfg-scale` is w of (1 + w) * cond - w * uncond in every decoder (LlamaGen's
-s = 1 + w) and `--temperature` divides the logits, 0 = greedy (docs/generation.md).
+s = 1 + w) and `--temperature` divides the logits, 0 = greedy (docs/generation.md). The hybrid
+needs an AR-capable model for its AR half: one checkpoint trained with the `ar` or `joint`
+objective, or `--ar-ckpt`; its AR half has its own `--ar-cfg-scale` (default 1.0, LlamaGen's
+s = 2.0) and `--ar-temperature`.
 
 Writes DIR/samples.npz: `arr_0` uint8 images [N, H, W, 3] (ADM's layout, so the file goes
 straight to `maskgil_jax.evaluate --samples`; left out with --tokens-only, which needs no
@@ -55,8 +59,9 @@ from maskgil_jax.parallel.mesh import (BATCH_AXES, batch_sharding, batch_shards,
                                        initialize_distributed, make_mesh)
 from maskgil_jax.parallel.rules import make_rules
 # loading is shared with the Python API; the names stay importable from here
-from maskgil_jax.pipeline import (Pipeline, abstract_generator, check_method,  # noqa: F401
-                                  is_torch_file, load_generator, resolve_config, sample_keys)
+from maskgil_jax.pipeline import (AR_OBJECTIVES, Pipeline, abstract_generator,  # noqa: F401
+                                  check_ar_half, check_method, is_torch_file, load_generator,
+                                  resolve_config, sample_keys)
 from maskgil_jax.text.prompts import check_condition, read_prompts
 
 GRID_IMAGES = 64
@@ -65,7 +70,8 @@ SHARDS_DIR = "shards"
 # command-line flag -> config.decode field it overrides
 DECODE_FLAGS = {"steps": "steps", "cfg_scale": "cfg_scale", "temperature": "temperature",
                 "top_k": "top_k", "top_p": "top_p", "choice_temperature": "choice_temperature",
-                "ar_tokens": "ar_tokens"}
+                "ar_tokens": "ar_tokens", "ar_cfg_scale": "ar_cfg_scale",
+                "ar_temperature": "ar_temperature", "hybrid_schedule": "hybrid_schedule"}
 
 
 def parse_args(argv=None) -> tuple[argparse.Namespace, list[str], list[str]]:
@@ -91,6 +97,12 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str], list[str]]:
   p.add_argument("--top-p", type=float, help="keep the top-p probability mass (1 = all)")
   p.add_argument("--choice-temperature", type=float, help="MAR Gumbel noise on confidences")
   p.add_argument("--ar-tokens", type=int, help="hybrid: tokens written by AR first")
+  p.add_argument("--ar-cfg-scale", type=float, help="hybrid: the AR half's guidance w "
+                 "(default config.decode.ar_cfg_scale, 1.0 = LlamaGen's s 2.0)")
+  p.add_argument("--ar-temperature", type=float, help="hybrid: the AR half's temperature")
+  p.add_argument("--hybrid-schedule", choices=("spread", "truncated"), help="hybrid: MAR "
+                 "steps spread over what AR left (spread) or the full-grid schedule cut "
+                 "(truncated, the reference code)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--batch-size", type=int, default=64, help="samples per compiled call")
   p.add_argument("--tokenizer", help="tokenizer weights (default: config.tokenizer.ckpt)")
@@ -234,7 +246,8 @@ def settings_record(args, config, ar_config, method: str, labels: np.ndarray, ck
   record = {k: d[k] for k in ("steps", "schedule", "cfg_scale", "cfg_schedule", "temperature",
                               "choice_temperature", "top_k", "top_p")}
   if method == "hybrid":
-    record["ar_tokens"] = d.ar_tokens
+    record.update({k: d[k] for k in ("ar_tokens", "ar_cfg_scale", "ar_temperature",
+                                     "hybrid_schedule")})
   record.update(decode=method, cfg_convention="(1 + w) * cond - w * uncond",
                 cfg_scale_llamagen=1.0 + d.cfg_scale, seed=args.seed, num_samples=len(labels),
                 per_class=args.per_class, labels=None if args.per_class else labels.tolist(),
@@ -313,6 +326,8 @@ def run(args, overrides, ar_overrides) -> str:
   ar_config = None
   if args.ar_ckpt:
     ar_config = resolve_config(args.ar_config, args.ar_ckpt, ar_overrides, "--ar-config")
+  if args.decode == "hybrid":
+    check_ar_half(config, ar_config)
   if not args.tokens_only and not (args.tokenizer or config.tokenizer.ckpt):
     raise configlib.ConfigError("images need a tokenizer: give --tokenizer PATH (or set "
                                 "config.tokenizer.ckpt), or --tokens-only")

@@ -6,8 +6,9 @@
 Read top to bottom, like a recipe: mesh -> model, optimizer and train step for the task ->
 shardings -> compiled step -> data -> restore or initialise -> loop (log, sample, checkpoint).
 Tasks (`config.task`):
-  generator  MaskGIL (objective 'mar') or LlamaGen (objective 'ar') on codes, or on images that
-             a frozen tokenizer (`tokenizer.ckpt`) encodes inside the step;
+  generator  MaskGIL (objective 'mar'), LlamaGen (objective 'ar') or one model for both
+             (objective 'joint') on codes, or on images that a frozen tokenizer
+             (`tokenizer.ckpt`) encodes inside the step;
   tokenizer  the VQ tokenizer with its perceptual, adversarial and codebook losses and a
              PatchGAN discriminator with its own optimizer.
 Restarting with the same --workdir continues exactly where the last checkpoint stopped
@@ -102,7 +103,7 @@ def image_batch(config) -> dict:
 def generator_task(config, tokenizer) -> Task:
   """MAR / AR on codes, or on images encoded by the frozen tokenizer inside the step."""
   tx = optim.make_optimizer(config.optim, config.total_steps)
-  objective = {"mar": objectives.mar_loss, "ar": objectives.ar_loss}[config.objective.name]
+  objective = objectives.LOSSES[config.objective.name]
   step = steps.make_generator_step(
       lambda model, batch, key: objective(model, batch, key, config.objective), tx,
       optim.learning_rate(config.optim, config.total_steps), grad_accum=config.optim.grad_accum,

@@ -11,12 +11,12 @@ import pathlib
 import pytest
 
 from maskgil_jax import (app, cli, convert, demo, demo_quality, evaluate, export,
-                         extract_codes, params, sample, train, vq)
+                         extract_codes, params, sample, study, train, vq)
 from maskgil_jax.configlib import load as config_load
 
 MODULES = {"train": train, "sample": sample, "evaluate": evaluate, "convert": convert,
            "export": export, "vq": vq, "extract_codes": extract_codes, "params": params,
-           "demo": demo, "demo_quality": demo_quality, "app": app}
+           "demo": demo, "demo_quality": demo_quality, "app": app, "study": study}
 
 
 def snapshot(folder: pathlib.Path) -> dict:
@@ -42,6 +42,8 @@ def cases(t: pathlib.Path, fx: pathlib.Path) -> list[tuple[str, list, str]]:
   gpt = str(fx / "maskgil_gpt_tiny.safetensors")
   vq_file = str(fx / "llamagen_vq_tiny.safetensors")
   tiny = ["--config", "tiny"]
+  hybrid = ["hybrid", "--config", "tiny:maskgil_reference", "--ckpt", gpt, "--steps", "2",
+            "--tokenizer", vq_file]
   return [
       # unknown or mistyped config field
       ("train", [*tiny, "--workdir", t / "w", "--config.model.nosuch=1"], "config.model.nosuch"),
@@ -61,6 +63,8 @@ def cases(t: pathlib.Path, fx: pathlib.Path) -> list[tuple[str, list, str]]:
       ("demo", ["--workdir", t / "d", "--nosuch", "1"], "--nosuch"),
       ("app", ["--config", "tiny:maskgil_reference", "--ckpt", gpt, "--config.decode.stepz=3"],
        "config.decode.stepz"),
+      ("study", [*hybrid, "--ar-tokens", "0", "--out", t / "st", "--config.decode.stepz=3"],
+       "config.decode.stepz"),
       # a file that is not there
       ("train", ["--config", t / "missing.py", "--workdir", t / "w"], "missing.py"),
       ("sample", ["--config", "tiny:maskgil_reference", "--ckpt", t / "missing.pt", "--out",
@@ -76,6 +80,9 @@ def cases(t: pathlib.Path, fx: pathlib.Path) -> list[tuple[str, list, str]]:
       ("export", ["--workdir", t / "missing", "--layout", "native", "--out", t / "o.pt"],
        "missing"),
       ("app", ["--config", "tiny:maskgil_reference", "--ckpt", t / "missing.pt"], "missing.pt"),
+      ("study", ["hybrid", "--config", "tiny:maskgil_reference", "--ckpt", t / "missing.pt",
+                 "--steps", "2", "--ar-tokens", "0", "--tokenizer", vq_file, "--out", t / "st"],
+       "missing.pt"),
       # an output that exists (nothing is replaced without --overwrite)
       ("sample", ["--config", "tiny:maskgil_reference", "--ckpt", gpt, "--out", t / "taken_dir",
                   "--tokens-only"], "--overwrite"),
@@ -89,6 +96,7 @@ def cases(t: pathlib.Path, fx: pathlib.Path) -> list[tuple[str, list, str]]:
        "--overwrite"),
       ("train", [*tiny, "--workdir", t / "a_file" / "w"], "--workdir"),
       ("demo", ["--workdir", t / "a_file" / "demo"], "--workdir"),
+      ("study", [*hybrid, "--ar-tokens", "0", "--out", t / "taken_dir"], "--overwrite"),
       # a bad value
       ("train", [*tiny, "--workdir", t / "w", "--config.model.dim=abc"], "config.model.dim"),
       ("train", [*tiny, "--workdir", t / "w", "--config.batch_size=0"], "config.batch_size"),
@@ -119,6 +127,9 @@ def cases(t: pathlib.Path, fx: pathlib.Path) -> list[tuple[str, list, str]]:
       ("demo_quality", ["--out", t / "c.npz", "--steps", "0"], "--steps"),
       ("demo_quality", ["--out", t / "c.npz", "--nosuch"], "--nosuch"),
       ("app", ["--config", "tiny:maskgil_reference", "--ckpt", gpt, "--port", "70000"], "--port"),
+      ("study", [*hybrid, "--ar-tokens", "0,99", "--out", t / "st"], "--ar-tokens [99]"),
+      # a MAR-only model cannot write the hybrid's AR tokens
+      ("study", [*hybrid, "--ar-tokens", "0,8", "--out", t / "st"], "--ar-ckpt"),
   ]
 
 

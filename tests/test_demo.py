@@ -16,12 +16,20 @@ def test_short_demo_run_writes_grid_and_figures_and_resumes(tmp_path, capsys):
   grid = np.asarray(Image.open(tmp_path / "samples.png"))
   assert grid.shape == (10 * 32, 2 * 32, 3)  # one row per class, --per-class columns
   results = json.loads((tmp_path / "results.json").read_text())
-  for name in ("maskgil_mar_8_steps", "random_codes", "tokenizer_reconstructions"):
+  for name in ("maskgil_mar_8_steps", "ar", "best_hybrid", "random_codes",
+               "tokenizer_reconstructions"):
     assert 0.0 <= results[name]["classifier_accuracy"] <= 1.0
     assert np.isfinite(results[name]["frechet_distance"])
+  # the joint model decodes all three ways; the best hybrid lies strictly between the ends
+  assert results["settings"]["objective"]["name"] == "joint"
+  assert results["ar"]["ar_tokens"] == 64 and results["maskgil_mar_8_steps"]["ar_tokens"] == 0
+  assert 0 < results["best_hybrid"]["ar_tokens"] < 64
+  assert set(results["hybrid_study"]) == {"ar0_mar8", "ar4_mar8", "ar8_mar8", "ar16_mar8",
+                                          "ar32_mar8", "ar64"}
+  assert (tmp_path / "study" / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
   assert results["settings"]["generator_steps"] == 2
   out = capsys.readouterr().out
-  assert "maskgil_mar_8_steps" in out and out.strip().splitlines()[-1].startswith("demo:")
+  assert "maskgil_mar_8_steps" in out and "best_hybrid" in out and out.strip().splitlines()[-1].startswith("demo:")
 
   # a rerun finds both stages finished and only samples again
   assert demo.main(args) == 0

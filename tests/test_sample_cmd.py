@@ -86,12 +86,14 @@ def test_hybrid_with_a_separate_llamagen_model_reproduces_its_greedy_prefix(fixt
   assert run("--config", "tiny:maskgil_reference", "--ckpt", fixtures_dir / "maskgil_gpt_tiny.pt",
              "--ar-config", "tiny:llamagen", "--ar-ckpt", fixtures_dir / "llamagen_gpt_tiny.pt",
              "--decode", "hybrid", "--ar-tokens", 8, "--steps", 4, "--cfg-scale", 3,
-             "--temperature", 0, "--labels", "3,7", "--tokens-only", "--out", tmp_path) == 0
+             "--ar-cfg-scale", 3, "--ar-temperature", 0, "--labels", "3,7", "--tokens-only",
+             "--out", tmp_path) == 0
   out = np.load(tmp_path / "samples.npz")
   # w = 3 is LlamaGen's cfg 4.0; greedy, so the AR half is the fixture's generate
   np.testing.assert_array_equal(out["tokens"].reshape(2, 16)[:, :8], io["gen_greedy_cfg4"][:, :8])
   settings = json.loads(str(out["settings"]))
-  assert settings["ar_tokens"] == 8 and settings["temperature"] == 0.0
+  assert settings["ar_tokens"] == 8 and settings["ar_temperature"] == 0.0
+  assert settings["ar_cfg_scale"] == 3.0 and settings["hybrid_schedule"] == "spread"
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -102,6 +104,9 @@ def test_hybrid_with_a_separate_llamagen_model_reproduces_its_greedy_prefix(fixt
     (["--labels", "3", "--tokens-only", "--steps", "0"], "config.decode.steps"),
     (["--labels", "3", "--ar-ckpt", "ar.pt"], "--ar-ckpt is only used with --decode hybrid"),
     (["--labels", "3", "--ema", "--tokens-only"], "--ema reads the EMA parameters"),
+    # one MAR-trained checkpoint cannot write the hybrid's AR half
+    (["--labels", "3", "--decode", "hybrid", "--tokens-only"],
+     "objective 'mar', which never teaches AR; give an AR model with --ar-ckpt"),
 ])
 def test_bad_requests_fail_with_one_line(fixtures_dir, tmp_path, capsys, argv, message):
   code = run("--config", "tiny:maskgil_reference", "--ckpt", fixtures_dir / "maskgil_gpt_tiny.pt",

@@ -31,7 +31,9 @@ def data_config() -> ml_collections.ConfigDict:
 
 def objective_config() -> ml_collections.ConfigDict:
   o = ml_collections.ConfigDict()
-  o.name = "mar"  # 'mar' (masked tokens, bidirectional) or 'ar' (next token, causal)
+  o.name = "mar"  # 'mar' (masked tokens, bidirectional), 'ar' (next token, causal) or
+  # 'joint' (both, one model: a share of every batch's examples is AR, the rest MAR)
+  o.ar_fraction = 0.5  # joint: share of each batch's examples trained as AR
   o.mask_schedule = "arccos"  # arccos | cosine | linear | square
   o.label_drop = 0.1  # class label replaced by the null class, for CFG
   o.label_smoothing = 0.1
@@ -80,6 +82,9 @@ def decode_config() -> ml_collections.ConfigDict:
   d.top_k = 0
   d.top_p = 1.0
   d.ar_tokens = 128  # hybrid: tokens written by AR before MAR completes
+  d.ar_cfg_scale = 1.0  # hybrid: the AR half's w (LlamaGen's recommended s = 2.0 is w = 1.0)
+  d.ar_temperature = 1.0  # hybrid: the AR half's temperature
+  d.hybrid_schedule = "spread"  # hybrid MAR half: 'spread' over what AR left, or 'truncated'
   return d
 
 

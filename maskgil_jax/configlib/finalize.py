@@ -80,6 +80,23 @@ def absolute_paths(c: ml_collections.ConfigDict) -> None:
                           for x in parts)
 
 
+def check_joint(c) -> None:
+  """The joint objective needs a layout that does both modes and a batch split it can make."""
+  if "model" in c:
+    _require(c.model.layout == "maskgil", "objective.name",
+             f"'joint' trains MAR and AR in one model, which needs layout maskgil (got "
+             f"{c.model.layout!r})")
+  f = c.objective.get("ar_fraction", 0.5)
+  _require(isinstance(f, (int, float)) and 0.0 < f < 1.0, "objective.ar_fraction",
+           f"must be in (0, 1), got {f!r}")
+  if "batch_size" in c and "optim" in c and isinstance(c.batch_size, int):
+    micro = c.batch_size // max(int(c.optim.get("grad_accum", 1)), 1)
+    n_ar = round(f * micro)
+    _require(1 <= n_ar <= micro - 1, "objective.ar_fraction",
+             f"{f} of a micro-batch of {micro} gives {n_ar} AR rows; each mode needs at "
+             "least one")
+
+
 def finalize(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A checked copy of `config` with derived values filled in and local paths made absolute."""
   c = config.copy_and_resolve_references()
@@ -108,7 +125,10 @@ def finalize(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if "task" in c:
     _require(c.task in ("generator", "tokenizer"), "task", f"{c.task!r}; one of generator, tokenizer")
   if "objective" in c:
-    _require(c.objective.name in ("mar", "ar"), "objective.name", f"{c.objective.name!r}; one of mar, ar")
+    _require(c.objective.name in ("mar", "ar", "joint"), "objective.name",
+             f"{c.objective.name!r}; one of mar, ar, joint")
+    if c.objective.name == "joint":
+      check_joint(c)
     if c.objective.name == "mar" and "model" in c:
       _require(c.model.layout != "llamagen", "objective.name",
                "the llamagen layout has no MASK token; MAR needs layout maskgil or maskgil_reference")

@@ -53,9 +53,18 @@ def _imagenet_generator(size: str, layout: str, batch_size: int,
 
 def maskgil(size: str, tokenizer: str = "vq16") -> ml_collections.ConfigDict:
   """MaskGIL: AdamW lr 1e-4 constant, betas (0.9, 0.96), weight decay 1e-5 on every weight,
-  batch 256, arccos mask ratio, label smoothing 0.1 over all 256 positions; images resized,
-  randomly cropped and flipped, tokenized on the fly (set tokenizer.ckpt)."""
+  batch 256, arccos mask ratio, label smoothing 0.1 over all 256 positions, no token dropout;
+  images resized, centre-cropped and flipped, tokenized on the fly (set tokenizer.ckpt).
+
+  Two departures from the reference code, with their reasons (docs/training.md):
+  - token dropout: the reference configures 0.1 but its training code never applies it, so
+    the models it reports were trained without; we set 0 to train what it trained;
+  - crop: the reference resizes the short side to 256 and crops 256 at random; our image
+    pipeline has the ADM/LlamaGen centre crop only (for ImageNet the random crop moves along
+    the long side alone), so its crops are centred.
+  """
   c = _imagenet_generator(size, "maskgil", batch_size=256, tokenizer=tokenizer)
+  c.model.token_dropout = 0.0  # configured but never applied by the reference (see above)
   c.objective.name = "mar"
   c.objective.mask_schedule = "arccos"
   c.objective.label_smoothing = 0.1

@@ -1,17 +1,26 @@
 """Hybrid decoding (the paper's AR + MAR): AR writes the first tokens, MAR completes the grid.
 
 One jitted program: the AR model writes `settings.ar_tokens` tokens in raster order (one per
-step, KV-cached), then the MAR model fills the remaining positions in `settings.steps` steps,
-the schedule spread over what is left. The two may be one model (layout `maskgil` does both) or
-two parameter sets that share the tokenizer: same codebook, classes and grid.
+step, KV-cached) with its own guidance and temperature (`settings.ar_half()`: LlamaGen's
+settings suit a causal model, MaskGIL's a masked one), then the MAR model fills the remaining
+positions. How the MAR half schedules them (`settings.hybrid_schedule`):
+- 'spread' (ours): all `settings.steps` steps, the schedule spread over the tokens AR left;
+- 'truncated' (the reference code's way): the full-grid schedule of `settings.steps` steps,
+  with the tokens AR wrote taken off its first steps; steps left with nothing to commit are
+  not run, so fewer forward passes remain, and guidance ramp and noise annealing continue
+  from the first step that runs.
+The two may be one model (layout `maskgil` trained with the `ar` or `joint` objective) or two
+parameter sets that share the tokenizer: same codebook, classes and grid.
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from maskgil_jax.decode import ar, mar
 from maskgil_jax.decode.sampling import DecodeSettings, row_keys
+from maskgil_jax.decode.schedules import tokens_per_step
 from maskgil_jax.models import conditions
 
 
@@ -32,9 +41,31 @@ def check_pair(ar_model, mar_model) -> None:
                      "maskgil_reference)")
 
 
+def truncated_counts(schedule: str, steps: int, length: int, n_ar: int) -> tuple[np.ndarray, int]:
+  """(tokens each of the `steps` steps commits, first step to run) of the reference's
+  truncated schedule: the full-grid counts with the first `n_ar` tokens taken off the front.
+  Static (host numbers), so the program knows how many steps it runs."""
+  with jax.ensure_compile_time_eval():
+    full = np.asarray(tokens_per_step(schedule, steps, length))
+  written = np.minimum(np.cumsum(full), n_ar)
+  counts = full - np.diff(written, prepend=0)
+  first = int(np.argmax(counts > 0)) if np.any(counts > 0) else steps
+  return counts, first
+
+
+def mar_steps_run(settings: DecodeSettings, length: int) -> int:
+  """Forward passes the MAR half of a hybrid runs (for reports of cost)."""
+  n_ar = settings.ar_tokens
+  if n_ar >= length:
+    return 0
+  if settings.hybrid_schedule == "truncated":
+    return settings.steps - truncated_counts(settings.schedule, settings.steps, length, n_ar)[1]
+  return settings.steps
+
+
 def generate(ar_model, mar_model, labels, key, settings: DecodeSettings) -> mar.MarState:
-  """Tokens [B, L] for labels [B] or a `conditions.Caption`; commit_step is -1 where AR wrote the token. `key` is one
-  key or one per sample."""
+  """Tokens [B, L] for labels [B] or a `conditions.Caption`; commit_step is -1 where AR wrote
+  the token. `key` is one key or one per sample."""
   check_pair(ar_model, mar_model)
   layout = mar_model.layout
   n_ar, length = settings.ar_tokens, layout.num_image_tokens
@@ -46,9 +77,14 @@ def generate(ar_model, mar_model, labels, key, settings: DecodeSettings) -> mar.
   k_ar, k_mar = pairs[:, 0], pairs[:, 1]
   grid = jnp.full((b, length), layout.mask_id, jnp.int32)
   if n_ar > 0:
-    grid = grid.at[:, :n_ar].set(ar.generate(ar_model, labels, k_ar, settings, n_ar).tokens)
+    written = ar.generate(ar_model, labels, k_ar, settings.ar_half(), n_ar).tokens
+    grid = grid.at[:, :n_ar].set(written)
   if n_ar == length:
     return mar.MarState(tokens=grid, commit_step=jnp.full_like(grid, -1))
+  if settings.hybrid_schedule == "truncated":
+    counts, first = truncated_counts(settings.schedule, settings.steps, length, n_ar)
+    return mar.generate(mar_model, labels, k_mar, settings, init_tokens=grid,
+                        counts=jnp.asarray(counts), first_step=first)
   return mar.generate(mar_model, labels, k_mar, settings, init_tokens=grid)
 
 

@@ -70,13 +70,17 @@ def _step(model, labels, keys, settings: DecodeSettings, counts, step, state: Ma
                   commit_step=jnp.where(commit, step, state.commit_step))
 
 
-def generate(model, labels, key, settings: DecodeSettings, init_tokens=None) -> MarState:
+def generate(model, labels, key, settings: DecodeSettings, init_tokens=None, counts=None,
+             first_step: int = 0) -> MarState:
   """Decode labels [B] (or a `conditions.Caption`) into a MarState of tokens [B, L] in `settings.steps` forward passes.
 
   `key` is one key or one per sample ([B]; see sampling.row_keys).
 
   `init_tokens` [B, L] (optional) holds given codes and MASK (`model.layout.mask_id`) where the
-  decoder should write; each row's masked count is spread over the steps by the schedule.
+  decoder should write; each row's masked count is spread over the steps by the schedule,
+  unless `counts` [steps] or [B, steps] gives the tokens each step commits. `first_step`
+  (static) starts the loop at that step of the `settings.steps`-step schedule, so guidance
+  ramp and noise annealing continue from there (the hybrid's truncated schedule).
   """
   layout = model.layout
   if layout.mask_id is None:
@@ -88,12 +92,14 @@ def generate(model, labels, key, settings: DecodeSettings, init_tokens=None) -> 
   if init_tokens.shape != (b, n):
     raise ValueError(f"init_tokens has shape {init_tokens.shape}; expected {(b, n)}")
   masked = init_tokens == layout.mask_id
-  counts = tokens_per_step(settings.schedule, settings.steps, jnp.sum(masked, axis=-1))
+  if counts is None:
+    counts = tokens_per_step(settings.schedule, settings.steps, jnp.sum(masked, axis=-1))
+  counts = jnp.broadcast_to(jnp.asarray(counts, jnp.int32), (b, settings.steps))
   state = MarState(tokens=init_tokens.astype(jnp.int32),
                    commit_step=jnp.full((b, n), -1, jnp.int32))
   keys = row_keys(key, b)
   body = lambda step, s: _step(model, labels, keys, settings, counts, step, s)
-  return jax.lax.fori_loop(0, settings.steps, body, state)
+  return jax.lax.fori_loop(first_step, settings.steps, body, state)
 
 
 generate_jit = jax.jit(generate)

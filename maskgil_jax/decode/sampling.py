@@ -27,6 +27,9 @@ from maskgil_jax.configlib import ConfigError
 from maskgil_jax.decode.schedules import SCHEDULES
 
 CFG_SCHEDULES = ("linear", "constant")
+# 'spread': the schedule of `steps` steps over the tokens AR left (ours); 'truncated': the
+# full-grid schedule, its steps that AR's tokens cover skipped (the reference code's way)
+HYBRID_SCHEDULES = ("spread", "truncated")
 
 
 @struct.dataclass
@@ -41,11 +44,18 @@ class DecodeSettings:
   cfg_schedule: str = struct.field(pytree_node=False, default="linear")  # MAR: ramp or constant
   guided: bool = struct.field(pytree_node=False, default=True)  # double the batch for CFG
   ar_tokens: int = struct.field(pytree_node=False, default=128)  # hybrid: tokens AR writes
+  # hybrid: the AR half's own guidance w and temperature (LlamaGen's, not MaskGIL's, settings)
+  ar_cfg_scale: jax.Array = 1.0
+  ar_temperature: jax.Array = 1.0
+  ar_guided: bool = struct.field(pytree_node=False, default=True)
+  # hybrid: how the MAR half schedules the tokens AR left (see HYBRID_SCHEDULES)
+  hybrid_schedule: str = struct.field(pytree_node=False, default="spread")
 
   @classmethod
   def create(cls, *, cfg_scale=3.0, temperature=1.0, choice_temperature=4.5, top_k=0,
              top_p=1.0, steps=8, schedule="arccos", cfg_schedule="linear",
-             ar_tokens=128) -> "DecodeSettings":
+             ar_tokens=128, ar_cfg_scale=1.0, ar_temperature=1.0,
+             hybrid_schedule="spread") -> "DecodeSettings":
     """Checked settings; guidance is switched on exactly when cfg_scale is not 0."""
     checks = [
         (isinstance(steps, int) and steps >= 1, "steps", f"must be an int >= 1, got {steps!r}"),
@@ -58,6 +68,9 @@ class DecodeSettings:
         (0 < top_p <= 1, "top_p", f"must be in (0, 1], got {top_p}"),
         (isinstance(ar_tokens, int) and ar_tokens >= 0, "ar_tokens",
          f"must be an int >= 0, got {ar_tokens!r}"),
+        (ar_temperature >= 0, "ar_temperature", f"must be >= 0 (0 = greedy), got {ar_temperature}"),
+        (hybrid_schedule in HYBRID_SCHEDULES, "hybrid_schedule",
+         f"{hybrid_schedule!r}; one of {HYBRID_SCHEDULES}"),
     ]
     for ok, field, msg in checks:
       if not ok:
@@ -65,7 +78,14 @@ class DecodeSettings:
     f32 = lambda x: jnp.asarray(x, jnp.float32)
     return cls(f32(cfg_scale), f32(temperature), f32(choice_temperature),
                jnp.asarray(top_k, jnp.int32), f32(top_p), steps=steps, schedule=schedule,
-               cfg_schedule=cfg_schedule, guided=float(cfg_scale) != 0.0, ar_tokens=ar_tokens)
+               cfg_schedule=cfg_schedule, guided=float(cfg_scale) != 0.0, ar_tokens=ar_tokens,
+               ar_cfg_scale=f32(ar_cfg_scale), ar_temperature=f32(ar_temperature),
+               ar_guided=float(ar_cfg_scale) != 0.0, hybrid_schedule=hybrid_schedule)
+
+  def ar_half(self) -> "DecodeSettings":
+    """The settings the hybrid's AR half decodes with: its own guidance and temperature."""
+    return self.replace(cfg_scale=self.ar_cfg_scale, temperature=self.ar_temperature,
+                        guided=self.ar_guided)
 
   @classmethod
   def from_config(cls, decode_cfg) -> "DecodeSettings":
@@ -74,7 +94,9 @@ class DecodeSettings:
     return cls.create(cfg_scale=d.cfg_scale, temperature=d.temperature,
                       choice_temperature=d.choice_temperature, top_k=d.top_k, top_p=d.top_p,
                       steps=d.steps, schedule=d.schedule, cfg_schedule=d.cfg_schedule,
-                      ar_tokens=d.ar_tokens)
+                      ar_tokens=d.ar_tokens, ar_cfg_scale=d.get("ar_cfg_scale", 1.0),
+                      ar_temperature=d.get("ar_temperature", 1.0),
+                      hybrid_schedule=d.get("hybrid_schedule", "spread"))
 
 
 # ---- classifier-free guidance by batch doubling ---------------------------------------------

@@ -5,6 +5,11 @@ gamma, in the convention of the MaskGIL code): training draws r ~ U(0, 1) per sa
 each token with probability `mask_ratio(name, r)`; decoding with T steps evaluates it at
 r = linspace(1, 0, T) and turns the values into a number of tokens committed per step
 (docs/reference.md section 6: 8 arccos steps over 256 tokens commit 1, 18, 26, 32, 38, 43, 48, 50).
+
+`square` is 1 - r^2 here, where the reference code has r^2: every schedule here falls from 1 at
+r = 0 to 0 at r = 1, so training and decoding read it the same way; the reference's r^2 runs
+the other way (a third of the tokens masked on average in training instead of two thirds).
+arccos, the default of both, is the same (docs/generation.md, differences from the reference).
 """
 from __future__ import annotations
 

@@ -71,9 +71,14 @@ def transformer_forward_flops(m, seq_len: int, causal: bool) -> float:
 
 def generator_step_flops(config) -> float:
   """Model FLOPs of one optimizer step over the global batch (forward + backward = 3x)."""
-  objective = config.objective.name
-  seq = sequence_length(config.model, objective)
-  return 3.0 * config.batch_size * transformer_forward_flops(config.model, seq, objective == "ar")
+  def per_example(objective):
+    seq = sequence_length(config.model, objective)
+    return transformer_forward_flops(config.model, seq, objective == "ar")
+
+  if config.objective.name == "joint":  # round(f * B) rows run causal, the rest bidirectional
+    n_ar = round(config.objective.ar_fraction * config.batch_size)
+    return 3.0 * (n_ar * per_example("ar") + (config.batch_size - n_ar) * per_example("mar"))
+  return 3.0 * config.batch_size * per_example(config.objective.name)
 
 
 def compiled_flops(compiled) -> float | None:

@@ -79,7 +79,8 @@ class MetricsLogger:
     ETA 3m12s`: what a person watching the run needs, in one line."""
     width = len(str(self.total_steps))
     parts = [f"step {step:>{width}}/{self.total_steps}"]
-    named = [("train/loss", "loss", "{:.4f}"), ("train/accuracy", "acc", "{:.3f}"),
+    named = [("train/loss", "loss", "{:.4f}"), ("train/mar_loss", "mar", "{:.4f}"),
+             ("train/ar_loss", "ar", "{:.4f}"), ("train/accuracy", "acc", "{:.3f}"),
              ("train/lr", "lr", "{:.1e}"), ("train/grad_norm", "gnorm", "{:.3g}")]
     parts += [f"{label} {fmt.format(values[k])}" for k, label, fmt in named if k in values]
     if "perf/tokens_per_s" in values:

@@ -6,14 +6,22 @@
   smoothing) over all image positions, as the reference does, or over the masked ones only.
 - `ar_loss` (LlamaGen): teacher-forced next-token cross-entropy through the causal mode, with
   the same label drop.
+- `joint_loss` (one model for both, layout `maskgil`): a fixed share `ar_fraction` of every
+  batch's examples is trained as AR (LlamaGen's plain cross-entropy), the others as MAR (the
+  MaskGIL loss above), one forward per mode over its own rows, so no slot is computed twice or
+  thrown away. See `joint_loss` for why the split is per example and fixed.
 
 batch = {'codes': int32 [B, h, w] or [B, L], 'label': int32 [B]}, or for a caption model
 'caption' float [B, P, caption_dim] + 'caption_mask' [B, P] (left padded) instead of 'label';
 a dropped caption becomes the model's null caption (models/conditions.py). Metrics are fp32 scalars:
 'loss', 'accuracy' (argmax hits on the positions the model had to predict: the masked ones for
-MAR, all for AR) and, for MAR, 'mask_ratio' (fraction of tokens masked in the batch).
+MAR, all for AR) and, for MAR, 'mask_ratio' (fraction of tokens masked in the batch); the
+joint loss also reports each mode's figures as 'mar_loss', 'mar_accuracy', 'ar_loss',
+'ar_accuracy'.
 """
 from __future__ import annotations
+
+import types
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +30,7 @@ from maskgil_jax.decode.schedules import check_schedule, mask_ratio
 from maskgil_jax.models import conditions
 
 LOSS_POSITIONS = ("all", "masked")
+OBJECTIVES = ("mar", "ar", "joint")
 
 
 def cross_entropy(logits, targets, label_smoothing: float = 0.0):
@@ -83,3 +92,49 @@ def ar_loss(model, batch, key, objective_cfg):
   accuracy = jnp.mean((jnp.argmax(logits, axis=-1) == codes).astype(jnp.float32))
   return loss, {"loss": loss, "accuracy": accuracy}
 
+
+
+def ar_rows(batch_size: int, ar_fraction: float):
+  """(AR row indices, MAR row indices) of a batch: round(ar_fraction * B) rows, spread evenly
+  over the batch (rows i where floor((i + 1) f) > floor(i f)), so that every data shard of a
+  sharded batch holds both modes in the same proportion. Static: shapes never change."""
+  n_ar = round(ar_fraction * batch_size)
+  if not 1 <= n_ar <= batch_size - 1:
+    raise ValueError(f"config.objective.ar_fraction: {ar_fraction} of a (micro-)batch of "
+                     f"{batch_size} leaves {n_ar} AR rows; the joint objective needs at least "
+                     "one row of each mode")
+  marks = [int((i + 1) * n_ar // batch_size) > int(i * n_ar // batch_size)
+           for i in range(batch_size)]
+  ar = [i for i, m in enumerate(marks) if m]
+  mar = [i for i, m in enumerate(marks) if not m]
+  return jnp.asarray(ar, jnp.int32), jnp.asarray(mar, jnp.int32)
+
+
+def joint_loss(model, batch, key, objective_cfg):
+  """One model trained as MaskGIL and as LlamaGen at once (layout maskgil), so the hybrid
+  decoder needs one checkpoint.
+
+  The split is per example and fixed: `ar_rows` picks round(ar_fraction * B) rows of every
+  batch for AR, the rest are MAR. Per example rather than per step, because every update then
+  sees both objectives (no step is all-AR or all-MAR, so the loss and the gradient do not
+  jump from step to step) and each mode's forward runs over exactly its rows (one compiled
+  step, fixed shapes). Rows are examples in shuffled order, so which rows go to AR carries no
+  information. The AR half uses LlamaGen's loss (no label smoothing); the MAR half MaskGIL's
+  (schedule, label smoothing, `loss_on`). The loss is the per-example mean over the batch:
+  f * AR + (1 - f) * MAR, with f the AR share of the rows.
+  """
+  b = jnp.shape(batch["codes"])[0]
+  ar_idx, mar_idx = ar_rows(b, objective_cfg.ar_fraction)
+  take = lambda idx: jax.tree.map(lambda x: jnp.take(jnp.asarray(x), idx, axis=0), batch)
+  k_mar, k_ar = jax.random.split(key)
+  m_loss, m = mar_loss(model, take(mar_idx), k_mar, objective_cfg)
+  ar_cfg = types.SimpleNamespace(label_drop=objective_cfg.label_drop, label_smoothing=0.0)
+  a_loss, a = ar_loss(model, take(ar_idx), k_ar, ar_cfg)
+  f = ar_idx.shape[0] / b
+  loss = f * a_loss + (1.0 - f) * m_loss
+  return loss, {"loss": loss, "mar_loss": m_loss, "ar_loss": a_loss,
+                "mar_accuracy": m["accuracy"], "ar_accuracy": a["accuracy"],
+                "mask_ratio": m["mask_ratio"]}
+
+
+LOSSES = {"mar": mar_loss, "ar": ar_loss, "joint": joint_loss}
