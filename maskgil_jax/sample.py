@@ -255,7 +255,7 @@ def sample_into(store: SampleStore, model, labels: np.ndarray, seed: int,
   batch_labels = np.zeros(num_batches * rows, np.int32)
   batch_labels[:len(todo)] = labels[todo]
   seed_key = jax.random.PRNGKey(seed)
-  side = model.layout.grid_size
+  grid = model.layout.grid
 
   def dispatch(i):
     part = slice(i * rows, (i + 1) * rows)
@@ -268,7 +268,7 @@ def sample_into(store: SampleStore, model, labels: np.ndarray, seed: int,
             else batch["label"])
     tokens = generate_tokens(model, cond, sample_keys(seed_key, batch["index"]),
                              settings, method, ar_model)
-    return i, tokens, (tokens_to_images(tokenizer, tokens) if tokenizer is not None else None)
+    return i, tokens, (tokens_to_images(tokenizer, tokens, grid) if tokenizer is not None else None)
 
   def collect(result):
     i, tokens, images = result
@@ -277,7 +277,7 @@ def sample_into(store: SampleStore, model, labels: np.ndarray, seed: int,
     if count:
       store.write(mine[:count], None if images is None else local_rows(images, sharding)[:count],
                   labels[mine[:count]],
-                  {"tokens": local_rows(tokens, sharding)[:count].reshape(count, side, side)})
+                  {"tokens": local_rows(tokens, sharding)[:count].reshape(count, *grid)})
 
   running = None
   try:

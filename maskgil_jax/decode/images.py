@@ -3,6 +3,7 @@ near-square grid the sample command and the trainer write as PNG.
 """
 from __future__ import annotations
 
+import functools
 import io
 import math
 
@@ -17,11 +18,18 @@ def to_uint8(images):
   return jnp.clip(jnp.round((images.astype(jnp.float32) + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
 
-@jax.jit
-def tokens_to_images(tokenizer, tokens):
-  """uint8 images [B, H, W, 3] of tokens [B, L] (raster order of a square grid)."""
-  side = int(round(tokens.shape[1] ** 0.5))
-  return to_uint8(tokenizer.decode_code(tokens.reshape(tokens.shape[0], side, side)))
+@functools.partial(jax.jit, static_argnames=("grid",))
+def tokens_to_images(tokenizer, tokens, grid: tuple[int, int] | None = None):
+  """uint8 images [B, H, W, 3] of tokens [B, L] in raster order of an h x w `grid` (rows,
+  columns; default square), or of tokens already shaped [B, h, w]."""
+  if tokens.ndim == 3:
+    grid = tokens.shape[1:]
+  elif grid is None:
+    side = int(round(tokens.shape[1] ** 0.5))
+    grid = (side, side)
+  if grid[0] * grid[1] != tokens.shape[-1] * (tokens.shape[-2] if tokens.ndim == 3 else 1):
+    raise ValueError(f"{tokens.shape[1]} tokens do not fill a {grid[0]}x{grid[1]} grid")
+  return to_uint8(tokenizer.decode_code(tokens.reshape(tokens.shape[0], *grid)))
 
 
 def image_grid(images: np.ndarray) -> np.ndarray:
