@@ -55,3 +55,31 @@ def write_png(path, image: np.ndarray) -> None:
   tmp = path.parent / f".{path.name}.tmp"
   tmp.write_bytes(buffer.getvalue())
   tmp.replace(path)
+
+
+def captioned_grid(images: np.ndarray, texts, min_side: int = 96,
+                   text_lines: int = 3) -> np.ndarray:
+  """uint8 [N, H, W, 3] with one text each (the prompts) -> one image: the near-square grid
+  of `image_grid`, each picture (enlarged to at least `min_side` px, nearest neighbour) with
+  its text written under it in PIL's default font, wrapped to `text_lines` lines."""
+  import textwrap
+
+  from PIL import Image, ImageDraw, ImageFont
+  n, h, w, _ = images.shape
+  scale = max(1, -(-min_side // min(h, w)))
+  ch, cw = h * scale, w * scale
+  font = ImageFont.load_default()
+  line_h = 12
+  chars = max(8, cw // 6)
+  cell_h = ch + line_h * text_lines + 4
+  cols = math.ceil(math.sqrt(n))
+  rows = math.ceil(n / cols)
+  canvas = Image.new("RGB", (cols * (cw + 4), rows * cell_h), "white")
+  draw = ImageDraw.Draw(canvas)
+  for i, (image, text) in enumerate(zip(images, texts)):
+    r, c = divmod(i, cols)
+    x, y = c * (cw + 4), r * cell_h
+    canvas.paste(Image.fromarray(image).resize((cw, ch), Image.NEAREST), (x, y))
+    for k, line in enumerate(textwrap.wrap(str(text), chars)[:text_lines]):
+      draw.text((x + 1, y + ch + 2 + k * line_h), line, fill="black", font=font)
+  return np.asarray(canvas)
