@@ -125,3 +125,17 @@ def test_the_tokenizer_encodes_and_decodes_non_square_images():
   np.testing.assert_array_equal(out, images.tokens_to_images(tok, codes))
   with pytest.raises(ValueError, match="do not fill a 4x4 grid"):
     images.tokens_to_images(tok, codes.reshape(2, -1), (4, 4))
+
+
+def test_non_square_hybrid_keeps_the_ar_prefix_and_fills_the_rest():
+  from maskgil_jax.decode import hybrid
+  _, model = tiny_model()
+  wide = at_grid(model, GRID)
+  labels = jnp.array([4, 9])
+  greedy = DecodeSettings.create(cfg_scale=0.0, temperature=0.0, choice_temperature=0.0,
+                                 steps=3, ar_tokens=6)
+  state = hybrid.generate_jit(wide, wide, labels, jax.random.key(0), greedy)
+  prefix = ar.generate_jit(wide, labels, jax.random.key(0), greedy, num_tokens=6).tokens
+  assert state.tokens.shape == (2, 15) and (np.asarray(state.tokens) < 512).all()
+  np.testing.assert_array_equal(state.tokens[:, :6], prefix)
+  assert (np.asarray(state.commit_step)[:, :6] == -1).all()
