@@ -324,7 +324,11 @@ def train(config, workdir, *, memory_report: bool = False,
       print(memory.format_memory(summary, flops_lib.device_kind(), mesh.size))
       return {"memory": summary}
     frozen = jax.device_put(task.frozen, frozen_shardings) if task.frozen is not None else None
-    if config.log.sample_every_steps and tokenizer is None and config.task == "generator":
+    if config.log.sample_every_steps and config.model.get("condition", "class") == "caption":
+      logging.warning("log.sample_every_steps: the trainer's sample grids are drawn for class "
+                      "models; sample a caption model with `python -m maskgil_jax.sample "
+                      "--prompt ...`")
+    elif config.log.sample_every_steps and tokenizer is None and config.task == "generator":
       logging.warning("log.sample_every_steps is set but there is no tokenizer.ckpt to turn "
                       "sampled codes into images: no sample grids")
     if tokenizer is not None:  # one copy on the devices when the step reads it too
@@ -378,8 +382,7 @@ def train(config, workdir, *, memory_report: bool = False,
         if step == start + 1:
           check_batch(local, task.batch_for(tuple(local["image"].shape[1:3])) if task.batch_for
                       else task.batch)
-        names = task.batch_for((0, 0)) if task.batch_for else task.batch
-        batch = mesh_lib.global_batch({k: local[k] for k in names}, mesh)
+        batch = mesh_lib.global_batch({k: local[k] for k in task.batch}, mesh)
         state, step_metrics = step_for(local)(state, batch, key, frozen)
         if previous is not None and bool(previous[1]["nonfinite"]):
           stopped = _nonfinite(previous, manager)
