@@ -46,6 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p = cli.Parser("demo", "Train the demo tokenizer and MaskGIL on the shipped Fashion-MNIST "
                  "subset, sample one row per class and measure the samples.")
   p.add_argument("--workdir", default=WORKDIR, help="where both runs, samples and figures go")
+  p.add_argument("--task", choices=("class", "text"), default="class",
+                 help="class-conditional demo, or text-to-image (maskgil_jax/demo_text.py)")
   p.add_argument("--per-class", type=int, default=100, help="samples per class for the figures")
   p.add_argument("--tokenizer-steps", type=int, help="override the tokenizer's training steps")
   p.add_argument("--generator-steps", type=int, help="override the generator's training steps")
@@ -169,7 +171,12 @@ def run(args) -> None:
 
 
 def _main(argv=None) -> int:
-  run(parse_args(argv))
+  args = parse_args(argv)
+  if args.task == "text":
+    from maskgil_jax import demo_text
+    demo_text.run(args, stage_config, run_stage)
+  else:
+    run(args)
   return 0
 
 

@@ -42,7 +42,7 @@ from maskgil_jax.decode import METHODS, DecodeSettings, generate_tokens, tokens_
 from maskgil_jax.decode.hybrid import check_pair
 from maskgil_jax.interop import gpt_names, names, torch_io
 from maskgil_jax.models.conditions import Caption
-from maskgil_jax.models.transformer import Transformer
+from maskgil_jax.models.transformer import Transformer, at_grid
 from maskgil_jax.models.vq import TokenizerSpec
 from maskgil_jax.parallel.mesh import batch_shards, global_batch, make_mesh
 from maskgil_jax.parallel.rules import axis_rules, make_rules, param_shardings
@@ -299,12 +299,25 @@ class Pipeline:
       raise ConfigError(f"--ar-tokens {settings.ar_tokens}: the grid has only {tokens} tokens")
     return settings
 
-  def check_size(self, height: int | None, width: int | None) -> None:
-    """This model draws at the size it was trained at; other sizes are refused."""
+  def grid_for(self, height: int | None, width: int | None) -> tuple[int, int]:
+    """The token grid (rows, columns) of an image of `height` x `width` pixels (each defaults
+    to the model's own size); ConfigError unless multiples of the tokenizer's downsampling."""
+    down = TokenizerSpec.from_config(self.config.tokenizer).downsample_factor
     size = self.image_size
-    for name, value in (("height", height), ("width", width)):
-      if value is not None and value != size:
-        raise ConfigError(f"{name} {value}: this model draws {size}x{size} images")
+    h, w = height or size, width or size
+    for name, value in (("height", h), ("width", w)):
+      if not isinstance(value, (int, np.integer)) or value < 1 or value % down:
+        raise ConfigError(f"{name} {value!r}: a positive multiple of the tokenizer's "
+                          f"downsampling {down}")
+    return h // down, w // down
+
+  def at_grid(self, grid: tuple[int, int]) -> "Pipeline":
+    """The same weights drawing a `grid` (rows, columns) of tokens (2D RoPE over that grid)."""
+    if tuple(grid) == tuple(self.model.layout.grid):
+      return self
+    return dataclasses.replace(
+        self, model=at_grid(self.model, tuple(grid)),
+        ar_model=None if self.ar_model is None else at_grid(self.ar_model, tuple(grid)))
 
   # ---- drawing ------------------------------------------------------------------------------
   def tokens(self, cond, keys, settings: DecodeSettings, method: str):
@@ -317,7 +330,7 @@ class Pipeline:
     if self.tokenizer is None:
       raise ConfigError("images need a tokenizer: pipeline.load(..., tokenizer=PATH) or set "
                         "config.tokenizer.ckpt")
-    return tokens_to_images(self.tokenizer, tokens)
+    return tokens_to_images(self.tokenizer, tokens, tuple(self.model.layout.grid))
 
   def batch_for(self, n: int) -> int:
     """Rows per compiled call for a request of n: the next power of two up to `batch_size`,
@@ -339,8 +352,8 @@ class Pipeline:
       raise TypeError(f"generate() got unexpected arguments {sorted(unknown)}")
     if not isinstance(seed, (int, np.integer)):
       raise ConfigError(f"seed: an integer, got {seed!r}")
-    settings = self.settings(decode, **overrides)
-    self.check_size(height, width)
+    drawing = self.at_grid(self.grid_for(height, width))
+    settings = drawing.settings(decode, **overrides)
     if images and self.tokenizer is None:
       self.images(None)  # raises: no tokenizer
     if prompts is not None:
@@ -351,7 +364,7 @@ class Pipeline:
       n = len(ids)
     batch = self.batch_for(n)
     seed_key = jax.random.PRNGKey(int(seed))
-    side = self.config.model.grid_size
+    grid = tuple(drawing.model.layout.grid)
     with self.placed():
       for start in range(0, n, batch):
         index = np.arange(start, start + batch, dtype=np.int32)
@@ -363,10 +376,10 @@ class Pipeline:
         else:
           data = global_batch({"index": index, "label": ids[rows].astype(np.int32)}, self.mesh)
           cond = data["label"]
-        tokens = self.tokens(cond, sample_keys(seed_key, data["index"]), settings, decode)
+        tokens = drawing.tokens(cond, sample_keys(seed_key, data["index"]), settings, decode)
         count = min(batch, n - start)
-        pictures = np.asarray(self.images(tokens))[:count] if images else None
-        yield pictures, np.asarray(tokens)[:count].reshape(count, side, side)
+        pictures = np.asarray(drawing.images(tokens))[:count] if images else None
+        yield pictures, np.asarray(tokens)[:count].reshape(count, *grid)
 
   def generate(self, labels: Sequence[int | str] | None = None,
                prompts: Sequence[str] | None = None, *, decode: str = "mar",

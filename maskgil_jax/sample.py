@@ -6,7 +6,7 @@
       [--top-k K] [--top-p P] [--choice-temperature R] [--ar-tokens N] [--ar-cfg-scale W] \
       [--ar-temperature T] [--hybrid-schedule {spread,truncated}] [--seed S] \
       [--batch-size B] [--tokenizer PATH] [--ar-ckpt CKPT --ar-config CONFIG] [--ema] \
-      [--tokens-only] --out DIR [--config.a.b=value ...]
+      [--height H --width W] [--tokens-only] --out DIR [--config.a.b=value ...]
 
 CKPT is one of our checkpoints (a training workdir, its `checkpoints/` folder or a step folder;
 CONFIG then defaults to the one stored with it) or a PyTorch LlamaGen / MaskGIL GPT `.pt` /
@@ -17,11 +17,16 @@ needs an AR-capable model for its AR half: one checkpoint trained with the `ar` 
 objective, or `--ar-ckpt`; its AR half has its own `--ar-cfg-scale` (default 1.0, LlamaGen's
 s = 2.0) and `--ar-temperature`.
 
+`--height/--width` (pixels, multiples of the tokenizer's downsampling) sample any image shape:
+the model runs over that token grid (one compiled program per shape); a size far from what the
+model was trained on (config.data.buckets, else data.image_size) is sampled with a warning.
+
 Writes DIR/samples.npz: `arr_0` uint8 images [N, H, W, 3] (ADM's layout, so the file goes
 straight to `maskgil_jax.evaluate --samples`; left out with --tokens-only, which needs no
 tokenizer), `labels` int64 [N], `tokens` int32 [N, h, w] and `settings` (a JSON string of every
 setting that decides the samples); DIR/samples.json (the same settings, N, shapes, label
-counts) and DIR/grid.png with the first 64 images. Sample i draws with the key
+counts) and DIR/grid.png with the first 64 images; from prompts also `prompts` (a string per
+sample) and the grid with each prompt under its image. Sample i draws with the key
 fold_in(PRNGKey(seed), i) alone, so the same command and seed give the same tokens whatever the
 batch size or number of devices.
 
@@ -50,10 +55,11 @@ from tqdm import tqdm
 
 from maskgil_jax import checkpoints, cli, configlib
 from maskgil_jax.configlib.load import apply_override
-from maskgil_jax.decode import METHODS, DecodeSettings, image_grid, write_png
+from maskgil_jax.decode import METHODS, DecodeSettings, captioned_grid, image_grid, write_png
 from maskgil_jax.evaluation.image_sets import NpzImages
 from maskgil_jax.evaluation.sample_store import SETTINGS_FILE, SampleStore
 from maskgil_jax.models.conditions import Caption
+from maskgil_jax.models.transformer import at_grid
 from maskgil_jax.models.vq import TokenizerSpec
 from maskgil_jax.parallel.mesh import (BATCH_AXES, batch_sharding, batch_shards, global_batch,
                                        initialize_distributed, make_mesh)
@@ -110,6 +116,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str], list[str]]:
   p.add_argument("--ar-config", help="hybrid: the AR model's config (default: its checkpoint's)")
   p.add_argument("--ema", action="store_true", help="use the EMA parameters of our checkpoint")
   p.add_argument("--tokens-only", action="store_true", help="no images, no tokenizer needed")
+  p.add_argument("--height", type=int, help="image height in pixels (default: the config's)")
+  p.add_argument("--width", type=int, help="image width in pixels (default: the config's)")
   p.add_argument("--out", required=True, help="output folder (an interrupted set of the same "
                  "settings is resumed)")
   p.add_argument("--overwrite", action="store_true", help="start a new set in an --out that "
@@ -180,15 +188,17 @@ def local_rows(x, sharding) -> np.ndarray:
 
 def sample_into(store: SampleStore, pipe: Pipeline, labels: np.ndarray, seed: int,
                 settings: DecodeSettings, method: str, *, batch_size: int, images: bool = True,
-                progress: bool = True, captions=None) -> int:
+                progress: bool = True, captions=None, prompts=None) -> int:
   """Generate this process's pending samples of `store` (tokens, and images unless not
-  `images`) with the models of `pipe`, in global batches of `batch_size`, each process feeding its own rows; returns how many.
+  `images`) with the models of `pipe` (placed at the grid to draw), in global batches of
+  `batch_size`, each process feeding its own rows; returns how many.
 
   Every process runs the same number of batches (the largest share), padding with rows of
   index N (no sample's) that are dropped. The next batch is dispatched before the previous one
   is copied back and written, so the devices do not wait for the host; a batch that finished
   when an exception (e.g. Ctrl-C) arrives is still written. `captions` (left-padded features
-  [N, P, C], mask [N, P]) condition sample i on caption i instead of its label."""
+  [N, P, C], mask [N, P]) condition sample i on caption i instead of its label; `prompts`
+  (strings [N]) are then stored beside each sample."""
   n = len(labels)
   mesh = pipe.mesh
   sharding = batch_sharding(mesh)
@@ -200,7 +210,7 @@ def sample_into(store: SampleStore, pipe: Pipeline, labels: np.ndarray, seed: in
   batch_labels = np.zeros(num_batches * rows, np.int32)
   batch_labels[:len(todo)] = labels[todo]
   seed_key = jax.random.PRNGKey(seed)
-  side = pipe.model.layout.grid_size
+  grid = pipe.model.layout.grid
 
   def dispatch(i):
     part = slice(i * rows, (i + 1) * rows)
@@ -221,7 +231,8 @@ def sample_into(store: SampleStore, pipe: Pipeline, labels: np.ndarray, seed: in
     if count:
       store.write(mine[:count], None if images is None else local_rows(images, sharding)[:count],
                   labels[mine[:count]],
-                  {"tokens": local_rows(tokens, sharding)[:count].reshape(count, side, side)})
+                  {"tokens": local_rows(tokens, sharding)[:count].reshape(count, *grid),
+                 **({} if prompts is None else {"prompts": prompts[mine[:count]]})})
 
   running = None
   try:
@@ -236,6 +247,26 @@ def sample_into(store: SampleStore, pipe: Pipeline, labels: np.ndarray, seed: in
     if running is not None:
       collect(running)
   return len(todo)
+
+
+def image_shape(args, config, down: int) -> tuple[int, int]:
+  """(height, width) in pixels from --height/--width (each defaults to the config's square
+  side); UsageError unless multiples of the tokenizer's downsampling; a warning when the model
+  was not trained near that shape (aspect or token count off every trained size)."""
+  side = config.model.grid_size * down
+  h, w = args.height or side, args.width or side
+  for flag, v in (("--height", h), ("--width", w)):
+    if v < 1 or v % down:
+      raise cli.UsageError(f"{flag} {v}: must be a positive multiple of the tokenizer's "
+                           f"downsampling {down}")
+  trained = [tuple(b) for b in config.data.get("buckets", ())] or [(side, side)]
+  near = lambda b: (abs(np.log((w / h) / (b[1] / b[0]))) < 0.2
+                    and 0.5 < (h * w) / (b[0] * b[1]) < 2.0)
+  if not any(near(b) for b in trained):
+    cli.notice("warning: %dx%d px (height x width) is far from the sizes this model was "
+               "trained on (%s); sampling anyway", h, w,
+               ", ".join(f"{a}x{b}" for a, b in trained))
+  return h, w
 
 
 def settings_record(args, config, ar_config, method: str, labels: np.ndarray, ckpt: tuple,
@@ -335,41 +366,49 @@ def run(args, overrides, ar_overrides) -> str:
   # the folder is opened (and other settings refused) before any weights are read; settings
   # are written with the first samples, so a run that fails before them leaves nothing behind
   ckpt, ar_ckpt = checkpoint_id(args.ckpt), checkpoint_id(args.ar_ckpt)
-  side = config.model.grid_size
-  image_size = side * TokenizerSpec.from_config(config.tokenizer).downsample_factor
+  down = TokenizerSpec.from_config(config.tokenizer).downsample_factor
+  height, width = image_shape(args, config, down)
+  grid = (height // down, width // down)
   out = pathlib.Path(args.out)
   prepare_out(out, args.overwrite)
   record = settings_record(args, config, ar_config, args.decode, labels, ckpt, ar_ckpt)
+  arrays = {"tokens": (grid, "int32")}
   if prompts:
     record.update(prompts=prompts, text_encoder=path_id(text_encoder),
                   text=config.text.to_dict())
+    arrays["prompts"] = ((), f"<U{max(len(p) for p in prompts)}")
+  if grid != (config.model.grid_size,) * 2:
+    record["image_shape"] = [height, width]
   store = SampleStore(
       out / SHARDS_DIR, num_samples=len(labels),
-      image_shape=None if args.tokens_only else (image_size, image_size, 3),
+      image_shape=None if args.tokens_only else (height, width, 3),
       settings=record,
       process_index=jax.process_index(), process_count=jax.process_count(),
-      arrays={"tokens": ((side, side), "int32")})
+      arrays=arrays)
 
   pipe = Pipeline.from_config(
       config, args.ckpt, ar_ckpt=args.ar_ckpt, ar_config=ar_config, ema=args.ema,
       step=ckpt[1], ar_step=ar_ckpt[1], mesh=mesh, rules=rules,
       tokenizer=None if args.tokens_only else args.tokenizer or config.tokenizer.ckpt,
       text_encoder=text_encoder if prompts else None)
+  pipe = pipe.at_grid(grid)  # the same parameters over the grid to draw
   settings = pipe.settings(args.decode)  # the decoder checked against the loaded layout
   captions = pipe.captions(prompts) if prompts else None
 
   with pipe.placed():
     generated = sample_into(store, pipe, labels, args.seed, settings, args.decode,
                             batch_size=batch_size, images=not args.tokens_only,
-                            progress=jax.process_index() == 0, captions=captions)
+                            progress=jax.process_index() == 0, captions=captions,
+                            prompts=np.array(prompts) if prompts else None)
   # a collective, so also the barrier before process 0 merges every process's shards
   generated = int(np.sum(multihost_utils.process_allgather(np.array(generated))))
   if jax.process_index() != 0:
     return "done"
   store.finalize(out / SAMPLES_FILE)
   if pipe.tokenizer is not None:
-    write_png(out / "grid.png", image_grid(next(NpzImages(out / SAMPLES_FILE).batches(
-        GRID_IMAGES))))
+    first = next(NpzImages(out / SAMPLES_FILE).batches(GRID_IMAGES))
+    write_png(out / "grid.png", captioned_grid(first, prompts[:len(first)]) if prompts
+              else image_grid(first))
   what = "token grids" if pipe.tokenizer is None else "images"
   return (f"{len(labels)} {what} ({args.decode}, w {config.decode.cfg_scale:g}, "
           f"temperature {config.decode.temperature:g}, seed {args.seed}; {generated} generated "

@@ -41,6 +41,7 @@ from maskgil_jax.parallel import rules as rules_lib
 from maskgil_jax.training import flops as flops_lib
 from maskgil_jax.training import memory, metrics as metrics_lib, objectives, optim
 from maskgil_jax.training import state as state_lib, steps, tokenizer_losses
+from maskgil_jax.text import encoder as text_encoder
 
 
 class TrainingError(UserError):
@@ -63,10 +64,15 @@ def check_config(config) -> None:
                       "step and does not accumulate; use 1")
   if config.task == "tokenizer" and config.data.name == "codes":
     raise ConfigError("config.data.name: the tokenizer task trains on images, not 'codes'")
+  captions = config.data.name in data.CAPTION_SOURCES or bool(config.data.get("caption_key"))
   if config.task == "generator" and config.model.get("condition", "class") == "caption":
-    # the train step and objectives take caption batches; no data source yields them yet
-    raise ConfigError("config.model.condition: 'caption' models need caption data, which no "
-                      f"data source provides yet (config.data.name={config.data.name!r})")
+    if not captions:
+      raise ConfigError("config.data.name: a caption model trains on image-caption data "
+                        f"({', '.join(data.CAPTION_SOURCES)}, or a TFDS set with "
+                        f"data.caption_key), not {config.data.name!r}")
+  elif captions:
+    raise ConfigError(f"config.data.name: {config.data.name!r} yields captions; set "
+                      "config.model.condition='caption' (or train on class-labelled data)")
 
 
 def prepare_workdir(workdir) -> epath.Path:
@@ -92,15 +98,41 @@ class Task:
   frozen: Any  # the frozen network the step reads (tokenizer / LPIPS), or None
   flops_per_step: float | None  # analytic model FLOPs, or None to ask XLA
   tokens_per_example: int
+  # (h, w) pixel size -> the batch entries of that aspect bucket (None: the one shape above)
+  batch_for: Callable[[tuple[int, int]], dict] | None = None
+  buckets: tuple = ()  # the (h, w) pixel sizes batches may take (one compiled step each)
 
 
-def image_batch(config) -> dict:
-  s = config.data.image_size
-  return {"image": ((config.batch_size, s, s, 3), jnp.float32),
-          "label": ((config.batch_size,), jnp.int32)}
+def image_batch(config, size: tuple[int, int] | None = None, text_ids: bool = False) -> dict:
+  """Global batch entries of images (of one aspect bucket's (h, w), default square) and
+  their condition: labels, T5 ids encoded in the step, or pre-extracted caption features."""
+  h, w = size or (config.data.image_size, config.data.image_size)
+  batch = {"image": ((config.batch_size, h, w, 3), jnp.float32)}
+  if config.model.get("condition", "class") != "caption" or config.task != "generator":
+    return {**batch, "label": ((config.batch_size,), jnp.int32)}
+  p = config.model.cls_token_num
+  if not text_ids:  # pre-extracted features (or their shapes, for the memory report)
+    return {**batch, "caption": ((config.batch_size, p, config.model.caption_dim), jnp.float32),
+            "caption_mask": ((config.batch_size, p), jnp.bool_)}
+  return {**batch, "text_ids": ((config.batch_size, p), jnp.int32),
+          "text_mask": ((config.batch_size, p), jnp.int32)}
 
 
-def generator_task(config, tokenizer) -> Task:
+def with_text_encoder(step: Callable) -> Callable:
+  """The generator step for batches of T5 ids: the frozen T5 (second frozen network) encodes
+  them on the devices, left-padded as LlamaGen, before the step proper."""
+  def train_step(state, batch, key, frozen):
+    tokenizer, t5 = frozen
+    if "text_ids" in batch:
+      features = t5(batch["text_ids"], batch["text_mask"]).astype(jnp.float32)
+      caption, mask = text_encoder.left_pad(features, batch["text_mask"])
+      batch = {k: v for k, v in batch.items() if k not in ("text_ids", "text_mask")}
+      batch = {**batch, "caption": caption, "caption_mask": mask}
+    return step(state, batch, key, tokenizer)
+  return train_step
+
+
+def generator_task(config, tokenizer, t5=None) -> Task:
   """MAR / AR on codes, or on images encoded by the frozen tokenizer inside the step."""
   tx = optim.make_optimizer(config.optim, config.total_steps)
   objective = objectives.LOSSES[config.objective.name]
@@ -116,13 +148,22 @@ def generator_task(config, tokenizer) -> Task:
     raise ConfigError("config.tokenizer.ckpt: training on images needs the tokenizer that "
                       "encodes them (or train on extracted codes with data.name='codes')")
   else:
-    batch = image_batch(config)
+    batch = image_batch(config, text_ids=t5 is not None)
+  frozen = tokenizer if "image" in batch else None
+  buckets = tuple(tuple(b) for b in config.data.buckets) or ((config.data.image_size,) * 2,)
+  if "text_ids" in batch:
+    step, frozen = with_text_encoder(step), (tokenizer, t5)
   return Task(
       init=lambda: state_lib.init_train_state(
           Transformer(config.model, rngs=nnx.Rngs(config.seed)), tx,
           ema=config.optim.ema_decay > 0),
-      step=step, batch=batch, frozen=tokenizer if "image" in batch else None,
-      flops_per_step=flops_lib.generator_step_flops(config), tokens_per_example=g * g)
+      step=step,
+      batch=image_batch(config, buckets[0], t5 is not None) if "image" in batch else batch,
+      frozen=frozen, flops_per_step=flops_lib.generator_step_flops(config),
+      tokens_per_example=g * g,
+      batch_for=((lambda size: image_batch(config, size, t5 is not None)) if "image" in batch
+                 else None),
+      buckets=buckets if "image" in batch else ())
 
 
 def tokenizer_task(config) -> Task:
@@ -243,7 +284,7 @@ def train(config, workdir, *, memory_report: bool = False,
     # 2. the task: model, optimizer, loss and train step; frozen networks it reads
     tokenizer = load_frozen_tokenizer(config, abstract_only=memory_report)
     task = (tokenizer_task(config) if config.task == "tokenizer"
-            else generator_task(config, tokenizer))
+            else generator_task(config, tokenizer, load_frozen_t5(config, memory_report)))
 
     # 3. shardings of the state (parameters and optimizer moments by logical axes), batch and
     #    frozen networks; the state is not created yet
@@ -265,20 +306,47 @@ def train(config, workdir, *, memory_report: bool = False,
     frozen_abstract = (state_lib.with_shardings(task.frozen, frozen_shardings)
                        if task.frozen is not None else None)
     train_step = jitted.lower(abstract_state, abstract_batch, key, frozen_abstract).compile()
+    # one compiled step per aspect bucket (batch shape), made when the bucket first comes up
+    compiled = {_shape_key(abstract_batch): train_step}
+
+    def step_for(local):
+      shapes = _shape_key(local, jax.process_count())
+      if shapes not in compiled:
+        size = tuple(local["image"].shape[1:3])
+        check_batch(local, task.batch_for(size))
+        spec = task.batch_for(size)
+        ab = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
+              for k, (shape, dtype) in spec.items()}
+        compiled[shapes] = jitted.lower(abstract_state, ab, key, frozen_abstract).compile()
+        cli.notice("compiled the train step for the %dx%d bucket (%d of at most %d)", *size,
+                   len(compiled), max(len(task.buckets), 1))
+      return compiled[shapes]
+
     if memory_report:
       summary = memory.memory_summary(train_step)
       print(memory.format_memory(summary, flops_lib.device_kind(), mesh.size))
       return {"memory": summary}
     frozen = jax.device_put(task.frozen, frozen_shardings) if task.frozen is not None else None
-    if config.log.sample_every_steps and tokenizer is None and config.task == "generator":
+    if config.log.sample_every_steps and config.model.get("condition", "class") == "caption":
+      logging.warning("log.sample_every_steps: the trainer's sample grids are drawn for class "
+                      "models; sample a caption model with `python -m maskgil_jax.sample "
+                      "--prompt ...`")
+    elif config.log.sample_every_steps and tokenizer is None and config.task == "generator":
       logging.warning("log.sample_every_steps is set but there is no tokenizer.ckpt to turn "
                       "sampled codes into images: no sample grids")
     if tokenizer is not None:  # one copy on the devices when the step reads it too
-      tokenizer = frozen if task.frozen is tokenizer else jax.device_put(
-          tokenizer, rules_lib.param_shardings(tokenizer, mesh, rules))
+      if isinstance(task.frozen, tuple):
+        tokenizer = frozen[0]
+      else:
+        tokenizer = frozen if task.frozen is tokenizer else jax.device_put(
+            tokenizer, rules_lib.param_shardings(tokenizer, mesh, rules))
+    if len(task.buckets) > 1:
+      cli.notice("aspect buckets %s: at most one compiled step each",
+                 ", ".join(f"{h}x{w}" for h, w in task.buckets))
 
     # 5. data: this process's share of each global batch, a checkpointable iterator
-    data_iter = data.make_pipeline(config.data, batch_size=config.batch_size, seed=config.seed)
+    data_iter = data.make_pipeline(config.data, batch_size=config.batch_size, seed=config.seed,
+                                   text=config.text)
 
     # 6. resume from the workdir, else initialise (optionally from other parameters)
     manager = checkpoints.make_manager(workdir / checkpoints.SUBDIR,
@@ -316,9 +384,10 @@ def train(config, workdir, *, memory_report: bool = False,
         tracer.before(step)
         local = next(data_iter)
         if step == start + 1:
-          check_batch(local, task.batch)
+          check_batch(local, task.batch_for(tuple(local["image"].shape[1:3])) if task.batch_for
+                      else task.batch)
         batch = mesh_lib.global_batch({k: local[k] for k in task.batch}, mesh)
-        state, step_metrics = train_step(state, batch, key, frozen)
+        state, step_metrics = step_for(local)(state, batch, key, frozen)
         if previous is not None and bool(previous[1]["nonfinite"]):
           stopped = _nonfinite(previous, manager)
           break
@@ -334,7 +403,7 @@ def train(config, workdir, *, memory_report: bool = False,
             last = interval.take()
             logger.scalars(step, {**metrics_lib.train_scalars(last), **throughput.measure(step)})
         if (config.log.sample_every_steps and tokenizer is not None and config.task == "generator"
-            and step % config.log.sample_every_steps == 0):
+            and config.model.condition == "class" and step % config.log.sample_every_steps == 0):
           _write_samples(config, state, tokenizer, step, workdir, logger, replicated)
         preempted = preemption.reached(manager, step)
         checkpoints.save(manager, step, state, config, data_iter, force=preempted)
@@ -362,6 +431,24 @@ def train(config, workdir, *, memory_report: bool = False,
   cli.summary("%s at step %d of %d; checkpoints in %s", stopped, step, config.total_steps,
              manager.directory)
   return {"step": step, "metrics": last, "stopped": stopped}
+
+
+def _shape_key(batch: dict, processes: int = 1) -> tuple:
+  """The global shapes of a batch's entries: one compiled step per distinct key."""
+  return tuple(sorted((k, (v.shape[0] * processes,) + tuple(v.shape[1:]))
+                      for k, v in batch.items()))
+
+
+def load_frozen_t5(config, abstract_only: bool):
+  """The frozen T5 a caption model's step encodes text ids with (text.encoder), or None when
+  the data brings pre-extracted features (or only the memory report is wanted: its batch is
+  then the features' shapes)."""
+  if (config.task != "generator" or config.model.get("condition", "class") != "caption"
+      or config.data.text_features or not config.text.encoder or abstract_only):
+    return None
+  return text_encoder.load_text_encoder(
+      config.text.encoder, max_length=config.text.max_length, dtype=config.text.dtype,
+      caption_dim=config.model.caption_dim).model
 
 
 def _nonfinite(previous, manager) -> str:
@@ -420,7 +507,7 @@ def _main(argv) -> int:
   args = parser().parse(argv)
   profile = parse_profile(args.profile)
   config = cli.load_config(args)
-  configlib.finalize(config)  # a bad field is reported before anything is created
+  check_config(configlib.finalize(config))  # a bad field is reported before anything is created
   if args.compilation_cache:
     jax.config.update("jax_compilation_cache_dir", args.compilation_cache)
   m = config.mesh  # before JAX touches a device

@@ -11,12 +11,13 @@ import pathlib
 import pytest
 
 from maskgil_jax import (app, cli, convert, demo, demo_quality, evaluate, export,
-                         extract_codes, params, sample, study, train, vq)
+                         extract_codes, extract_text, params, sample, study, train, vq)
 from maskgil_jax.configlib import load as config_load
 
 MODULES = {"train": train, "sample": sample, "evaluate": evaluate, "convert": convert,
            "export": export, "vq": vq, "extract_codes": extract_codes, "params": params,
-           "demo": demo, "demo_quality": demo_quality, "app": app, "study": study}
+           "demo": demo, "demo_quality": demo_quality, "app": app, "study": study,
+           "extract_text": extract_text}
 
 
 def snapshot(folder: pathlib.Path) -> dict:
@@ -55,6 +56,8 @@ def cases(t: pathlib.Path, fx: pathlib.Path) -> list[tuple[str, list, str]]:
               *tiny, "--config.tokenizer.nosuch=1"], "config.tokenizer.nosuch"),
       ("extract_codes", [*tiny, "--out", t / "codes", "--config.data.nosuch=1"],
        "config.data.nosuch"),
+      ("extract_text", ["--config", "tiny:maskgil_t2i", "--out", t / "f",
+                        "--config.text.nosuch=1"], "config.text.nosuch"),
       ("params", [*tiny, "--config.model.nosuch=1"], "config.model.nosuch"),
       ("evaluate", ["--samples", t / "taken.npz", "--inception", "w.pth", "--nosuch"],
        "--nosuch"),
@@ -74,6 +77,7 @@ def cases(t: pathlib.Path, fx: pathlib.Path) -> list[tuple[str, list, str]]:
       ("vq", ["reconstruct", "--ckpt", vq_file, "--images", t / "missing", "--out", t / "r.npz"],
        "missing"),
       ("extract_codes", ["--config", t / "missing.py", "--out", t / "codes"], "missing.py"),
+      ("extract_text", ["--config", t / "missing.py", "--out", t / "f"], "missing.py"),
       ("params", ["--config", "missing_config"], "missing_config"),
       ("evaluate", ["--samples", t / "missing.npz", "--ref", t / "missing.npz", "--inception",
                     t / "missing.pth"], "missing"),
@@ -110,6 +114,15 @@ def cases(t: pathlib.Path, fx: pathlib.Path) -> list[tuple[str, list, str]]:
               t / "r.npz", "--batch-size", "0"], "--batch-size"),
       ("vq", ["rebuild"], "rebuild"),
       ("extract_codes", [*tiny, "--out", t / "codes", "--batch-size", "0"], "--batch-size"),
+      ("extract_text", ["--config", "tiny:maskgil_t2i", "--out", t / "f", "--batch-size", "0"],
+       "--batch-size"),
+      ("extract_text", ["--config", "tiny:maskgil_t2i", "--out", t / "f",
+                        "--config.data.name=caption_folder", f"--config.data.path={t}"],
+       "data.path: no image with a non-empty caption"),
+      ("train", ["--config", "tiny:maskgil_t2i", "--workdir", t / "w"], "config.data.name"),
+      ("train", ["--config", "tiny:maskgil_t2i", "--workdir", t / "w",
+                 "--config.data.name=demo_captions", "--config.data.buckets=((8, 8), (8, 5))"],
+       "config.data.buckets[1]"),
       ("params", [*tiny, "--config.model.layout=sideways"], "config.model.layout"),
       ("evaluate", ["--samples", t / "taken.npz", "--ref", t / "taken.npz", "--inception",
                     t / "w.pth", "--batch", "0"], "--batch"),

@@ -37,7 +37,7 @@ def test_mismatched_pairs_and_too_many_ar_tokens_are_refused():
   lg, mg = abstract_generator(tiny("llamagen")), abstract_generator(tiny("maskgil_reference"))
   other = tiny("maskgil")
   other.grid_size = 8
-  with pytest.raises(ValueError, match="grid_size 4 but the MAR model has 8"):
+  with pytest.raises(ValueError, match=r"grid \(4, 4\) but the MAR model has \(8, 8\)"):
     hybrid.check_pair(lg, abstract_generator(other))
   with pytest.raises(ValueError, match="cannot decode AR"):
     hybrid.check_pair(mg, mg)

@@ -14,8 +14,14 @@ from maskgil_jax.configlib.tokenizer import tokenizer_config
 
 def data_config() -> ml_collections.ConfigDict:
   d = ml_collections.ConfigDict()
-  d.name = "demo"  # 'imagenet2012' (TFDS), 'folder', 'codes', 'demo'
-  d.path = ""  # folder of class sub-folders, or folder of code shards
+  d.name = "demo"  # 'imagenet2012' (TFDS), 'folder', 'codes', 'demo'; captions:
+  #   'caption_folder', 'caption_jsonl', 'demo_captions', or TFDS with caption_key
+  d.path = ""  # folder of class sub-folders, of code shards, of captioned images; a manifest
+  d.caption_key = ""  # TFDS caption feature, e.g. 'captions/text' (coco_captions)
+  d.text_features = ""  # pre-extracted T5 features (extract_text); '' = encode on the fly
+  # aspect buckets: (height, width) pixel sizes, multiples of the tokenizer's downsampling;
+  # empty = one square bucket of image_size
+  d.buckets = ()
   d.tfds_data_dir = ""
   d.split = "train"
   d.image_size = 256

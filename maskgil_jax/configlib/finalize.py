@@ -60,10 +60,25 @@ def check_model(m, prefix: str = "model") -> None:
     _require(m.cls_token_num == 1, f"{prefix}.cls_token_num", "maskgil_reference has one class token")
 
 
+def check_buckets(buckets, down: int) -> None:
+  """Aspect buckets: (height, width) pixel pairs, each side a positive multiple of `down`."""
+  try:
+    pairs = [tuple(b) for b in buckets]
+  except TypeError:
+    pairs = [None]
+  for i, b in enumerate(pairs):
+    ok = b is not None and len(b) == 2 and all(isinstance(x, int) and x > 0 for x in b)
+    _require(ok, f"data.buckets[{i}]", f"expected a (height, width) pair of positive ints, got "
+             f"{buckets[i] if b is not None else buckets!r}")
+    _require(b[0] % down == 0 and b[1] % down == 0, f"data.buckets[{i}]",
+             f"{b[0]}x{b[1]} is not a multiple of the tokenizer's downsampling {down}")
+  _require(len(set(pairs)) == len(pairs), "data.buckets", f"a bucket is listed twice: {pairs}")
+
+
 # Fields holding local paths (comma-separated lists allowed): made absolute by `finalize`, so a
 # config stored with a checkpoint means the same files from any working directory.
 PATH_FIELDS = ("tokenizer.ckpt", "tokenizer.loss.lpips_weights", "data.path",
-               "data.tfds_data_dir", "ckpt.init_from")
+               "data.tfds_data_dir", "data.text_features", "text.encoder", "ckpt.init_from")
 
 
 def absolute_paths(c: ml_collections.ConfigDict) -> None:
@@ -108,6 +123,7 @@ def finalize(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              f"{c.data.image_size} is not a multiple of the tokenizer's downsampling {down}")
     if "model" in c:
       c.model.grid_size = c.data.image_size // down
+    check_buckets(c.data.get("buckets", ()), down)
   if "model" in c:
     check_model(c.model)
   if "tokenizer" in c and "model" in c and c.get("task", "generator") == "generator":

@@ -112,3 +112,35 @@ def llamagen_t2i(size: str) -> ml_collections.ConfigDict:
   c.decode.temperature = 1.0
   c.log.sample_every_steps = 0  # the trainer's sample grids are class-conditional
   return c
+
+
+# Aspect buckets of the text-to-image recipe: about the square's token count at each stage
+# (16 px per token), landscape and portrait in pairs.
+T2I_BUCKETS = {
+    "256": ((256, 256), (224, 288), (288, 224), (208, 320), (320, 208)),
+    "512": ((512, 512), (448, 576), (576, 448), (416, 640), (640, 416)),
+}
+
+
+def maskgil_t2i(size: str, stage: str = "256") -> ml_collections.ConfigDict:
+  """The paper's text-conditional MaskGIL: the MaskGIL block and recipe (MAR objective, AdamW
+  lr 1e-4, betas (0.9, 0.96), weight decay 1e-5, arccos masks, label smoothing 0.1) with
+  LlamaGen's caption prefix (120 FLAN-T5-XL slots, 2,048 wide; caption drop 0.1 for
+  guidance), trained on image-caption data in aspect buckets around 256 px; stage '512'
+  continues at 512 px buckets from a stage-1 checkpoint (`ckpt.init_from`), as LlamaGen's
+  second text-to-image stage does."""
+  if stage not in T2I_BUCKETS:
+    raise ValueError(f"stage {stage!r}: one of {sorted(T2I_BUCKETS)}")
+  c = maskgil(size)
+  c.model.condition = "caption"
+  c.model.caption_dim = 2048
+  c.model.cls_token_num = c.text.max_length = 120
+  c.data.name = "caption_jsonl"  # data.path: the manifest; or a TFDS set with caption_key
+  c.data.image_size = int(stage)  # the square bucket; the model's own grid
+  c.data.buckets = T2I_BUCKETS[stage]
+  c.objective.label_drop = 0.1  # caption drop to the null caption
+  c.total_steps = 400_000
+  c.decode.cfg_scale = 6.5  # LlamaGen's sampler default s = 7.5, w = s - 1
+  c.decode.cfg_schedule = "linear"
+  c.log.sample_every_steps = 0  # the trainer's sample grids are class-conditional
+  return c

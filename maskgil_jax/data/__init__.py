@@ -4,7 +4,8 @@
 `code_shards` and `demo_set` are the datasets it reads, `preprocess` the pixels it cuts, and
 `skipping` how unreadable images are dropped and counted. See docs/data.md.
 """
+from maskgil_jax.data.captions import CAPTION_SOURCES
 from maskgil_jax.data.pipelines import make_dataset, make_pipeline
 from maskgil_jax.data.skipping import skipped_images
 
-__all__ = ["make_dataset", "make_pipeline", "skipped_images"]
+__all__ = ["CAPTION_SOURCES", "make_dataset", "make_pipeline", "skipped_images"]

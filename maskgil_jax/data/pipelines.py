@@ -25,6 +25,8 @@ import numpy as np
 from maskgil_jax.data import preprocess
 from maskgil_jax.data.code_shards import CodeShardSource
 from maskgil_jax.data.skipping import SkipUnreadableIterDataset, Unreadable
+from maskgil_jax.data.caption_pipeline import caption_dataset
+from maskgil_jax.data.captions import CAPTION_SOURCES, open_caption_source
 from maskgil_jax.data.sources import DataError, open_image_source
 
 
@@ -114,8 +116,11 @@ def process_share(ds: grain.MapDataset, process_index: int, process_count: int) 
 
 def make_dataset(data, batch_size: int, seed: int, *, shuffle: bool = True,
                  num_epochs: int | None = None, process_index: int | None = None,
-                 process_count: int | None = None) -> grain.IterDataset:
+                 process_count: int | None = None, text=None) -> grain.IterDataset:
   """The batched grain dataset of `config.data` for this process (see module doc).
+
+  An image-caption source (data/captions.py) takes the caption graph of
+  `caption_pipeline.py` (aspect buckets, text ids for `text` = config.text, or features).
 
   batch_size is the global batch; each process gets batch_size / process_count examples per
   batch. num_epochs=None repeats forever (training); shuffle=False with num_epochs=1 reads
@@ -128,6 +133,18 @@ def make_dataset(data, batch_size: int, seed: int, *, shuffle: bool = True,
     raise DataError(f"batch_size: {batch_size} must be a positive multiple of the "
                     f"{process_count} processes")
   per_process = batch_size // process_count
+  caption_source = open_caption_source(data)
+  if caption_source is not None:
+    check_data(data)
+    if text is None:
+      raise DataError(f"data.name={data.name!r} holds captions: give the pipeline config.text")
+    it = caption_dataset(caption_source, data, text, per_process, seed, process_index,
+                         process_count, shuffle, num_epochs)
+    return _finish(it, data)
+  if data.get("buckets"):
+    raise DataError("data.buckets: aspect buckets need an image-caption source "
+                    f"({', '.join(CAPTION_SOURCES)} or a TFDS set with data.caption_key), "
+                    f"not data.name={data.name!r}")
   source, example = open_source(data)
   shuffle_seed, example_seed = pipeline_seeds(seed)
   ds = process_share(grain.MapDataset.source(source), process_index, process_count)
@@ -142,6 +159,11 @@ def make_dataset(data, batch_size: int, seed: int, *, shuffle: bool = True,
   it = ds.to_iter_dataset(grain.ReadOptions(
       num_threads=data.read_threads, prefetch_buffer_size=max(2 * per_process, data.read_threads)))
   it = SkipUnreadableIterDataset(it).batch(per_process, drop_remainder=True)
+  return _finish(it, data)
+
+
+def _finish(it: grain.IterDataset, data) -> grain.IterDataset:
+  """Worker processes, pixels to [-1, 1], background prefetch (every graph ends so)."""
   if data.num_workers > 0:
     _allow_absl_flags_unparsed()
     it = it.mp_prefetch(grain.MultiprocessingOptions(

@@ -50,31 +50,41 @@ def to_rgb(pixels: np.ndarray) -> np.ndarray:
   return pixels
 
 
-def center_crop(pixels: np.ndarray, size: int) -> np.ndarray:
-  """ADM / LlamaGen resize-then-centre-crop of an RGB uint8 image to [size, size, 3]."""
+def hw(size) -> tuple[int, int]:
+  """(height, width) of a square side or an (h, w) pair (an aspect bucket)."""
+  return (size, size) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
+
+
+def center_crop(pixels: np.ndarray, size) -> np.ndarray:
+  """ADM / LlamaGen resize-then-centre-crop of an RGB uint8 image to [h, w, 3] (`size`: a
+  side, or (h, w) for an aspect bucket: the image is scaled to cover it, then centre-cut)."""
+  th, tw = hw(size)
   img = Image.fromarray(pixels)
-  while min(img.size) >= 2 * size:
+  while img.height >= 2 * th and img.width >= 2 * tw:
     img = img.resize((img.width // 2, img.height // 2), resample=Image.BOX)
-  scale = size / min(img.size)
-  img = img.resize((round(img.width * scale), round(img.height * scale)),
+  scale = max(th / img.height, tw / img.width)
+  img = img.resize((max(tw, round(img.width * scale)), max(th, round(img.height * scale))),
                    resample=Image.BICUBIC)
   arr = np.asarray(img)
-  top, left = (arr.shape[0] - size) // 2, (arr.shape[1] - size) // 2
-  return arr[top:top + size, left:left + size]
+  top, left = (arr.shape[0] - th) // 2, (arr.shape[1] - tw) // 2
+  return arr[top:top + th, left:left + tw]
 
 
-def pad_or_crop(pixels: np.ndarray, size: int) -> np.ndarray:
-  """Centre the image on a black [size, size, 3] canvas; longer sides are centre-cut."""
-  out = np.zeros((size, size, 3), np.uint8)
-  h, w = min(pixels.shape[0], size), min(pixels.shape[1], size)
+def pad_or_crop(pixels: np.ndarray, size) -> np.ndarray:
+  """Centre the image on a black [h, w, 3] canvas (`size`: a side or (h, w)); longer sides
+  are centre-cut."""
+  th, tw = hw(size)
+  out = np.zeros((th, tw, 3), np.uint8)
+  h, w = min(pixels.shape[0], th), min(pixels.shape[1], tw)
   src_top, src_left = (pixels.shape[0] - h) // 2, (pixels.shape[1] - w) // 2
-  top, left = (size - h) // 2, (size - w) // 2
+  top, left = (th - h) // 2, (tw - w) // 2
   out[top:top + h, left:left + w] = pixels[src_top:src_top + h, src_left:src_left + w]
   return out
 
 
-def fit(pixels: np.ndarray, size: int, mode: str) -> np.ndarray:
-  """Any grayscale/RGB uint8 image -> square RGB uint8 [size, size, 3] (see module doc)."""
+def fit(pixels: np.ndarray, size, mode: str) -> np.ndarray:
+  """Any grayscale/RGB uint8 image -> RGB uint8 [size, size, 3], or [h, w, 3] for size (h, w)
+  (see module doc)."""
   pixels = to_rgb(pixels)
   if mode == "center_crop":
     return center_crop(pixels, size)

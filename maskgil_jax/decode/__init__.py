@@ -7,8 +7,8 @@
   images.py     tokens to uint8 images on the device, image grids as PNG
 """
 from maskgil_jax.decode.generate import METHODS, generate_tokens, sample_grid
-from maskgil_jax.decode.images import image_grid, tokens_to_images, write_png
+from maskgil_jax.decode.images import captioned_grid, image_grid, tokens_to_images, write_png
 from maskgil_jax.decode.sampling import DecodeSettings
 
-__all__ = ["DecodeSettings", "METHODS", "generate_tokens", "image_grid", "sample_grid",
+__all__ = ["DecodeSettings", "METHODS", "captioned_grid", "generate_tokens", "image_grid", "sample_grid",
            "tokens_to_images", "write_png"]

@@ -30,7 +30,7 @@ def check_pair(ar_model, mar_model) -> None:
     raise ValueError(f"hybrid: the AR model is conditioned on {ar_model.condition}s but the MAR "
                      f"model on {mar_model.condition}s")
   a, m = ar_model.layout, mar_model.layout
-  for field in ("codebook_size", "num_classes", "grid_size"):
+  for field in ("codebook_size", "num_classes", "grid"):
     if getattr(a, field) != getattr(m, field):
       raise ValueError(f"hybrid: the AR model has {field} {getattr(a, field)} but the MAR "
                        f"model has {getattr(m, field)}")

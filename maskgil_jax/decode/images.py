@@ -3,6 +3,7 @@ near-square grid the sample command and the trainer write as PNG.
 """
 from __future__ import annotations
 
+import functools
 import io
 import math
 
@@ -20,12 +21,19 @@ def to_uint8(images):
   return jnp.clip(jnp.round((images.astype(jnp.float32) + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
 
-@jax.jit
-def tokens_to_images(tokenizer, tokens):
-  """uint8 images [B, H, W, 3] of tokens [B, L] (raster order of a square grid); each image's
-  pixels are the same whatever the batch, its placement or the number of devices."""
-  side = int(round(tokens.shape[1] ** 0.5))
-  return to_uint8(decode_each(tokenizer, tokens.reshape(tokens.shape[0], side, side)))
+@functools.partial(jax.jit, static_argnames=("grid",))
+def tokens_to_images(tokenizer, tokens, grid: tuple[int, int] | None = None):
+  """uint8 images [B, H, W, 3] of tokens [B, L] in raster order of an h x w `grid` (rows,
+  columns; default square), or of tokens already shaped [B, h, w]; each image's pixels are the
+  same whatever the batch, its placement or the number of devices."""
+  if tokens.ndim == 3:
+    grid = tokens.shape[1:]
+  elif grid is None:
+    side = int(round(tokens.shape[1] ** 0.5))
+    grid = (side, side)
+  if grid[0] * grid[1] != tokens.shape[-1] * (tokens.shape[-2] if tokens.ndim == 3 else 1):
+    raise ValueError(f"{tokens.shape[1]} tokens do not fill a {grid[0]}x{grid[1]} grid")
+  return to_uint8(decode_each(tokenizer, tokens.reshape(tokens.shape[0], *grid)))
 
 
 def decode_each(tokenizer, codes):
@@ -71,3 +79,31 @@ def write_png(path, image: np.ndarray) -> None:
   tmp = path.parent / f".{path.name}.tmp"
   tmp.write_bytes(buffer.getvalue())
   tmp.replace(path)
+
+
+def captioned_grid(images: np.ndarray, texts, min_side: int = 96,
+                   text_lines: int = 3) -> np.ndarray:
+  """uint8 [N, H, W, 3] with one text each (the prompts) -> one image: the near-square grid
+  of `image_grid`, each picture (enlarged to at least `min_side` px, nearest neighbour) with
+  its text written under it in PIL's default font, wrapped to `text_lines` lines."""
+  import textwrap
+
+  from PIL import Image, ImageDraw, ImageFont
+  n, h, w, _ = images.shape
+  scale = max(1, -(-min_side // min(h, w)))
+  ch, cw = h * scale, w * scale
+  font = ImageFont.load_default()
+  line_h = 12
+  chars = max(8, cw // 6)
+  cell_h = ch + line_h * text_lines + 4
+  cols = math.ceil(math.sqrt(n))
+  rows = math.ceil(n / cols)
+  canvas = Image.new("RGB", (cols * (cw + 4), rows * cell_h), "white")
+  draw = ImageDraw.Draw(canvas)
+  for i, (image, text) in enumerate(zip(images, texts)):
+    r, c = divmod(i, cols)
+    x, y = c * (cw + 4), r * cell_h
+    canvas.paste(Image.fromarray(image).resize((cw, ch), Image.NEAREST), (x, y))
+    for k, line in enumerate(textwrap.wrap(str(text), chars)[:text_lines]):
+      draw.text((x + 1, y + ch + 2 + k * line_h), line, fill="black", font=font)
+  return np.asarray(canvas)

@@ -61,7 +61,9 @@ def _array_specs(arrays: Mapping | None) -> dict[str, dict]:
     if not str(name).isidentifier() or name in _RESERVED:
       raise SampleStoreError(f"extra array name {name!r}: must be an identifier other than "
                              f"{list(_RESERVED)}")
-    specs[name] = {"shape": [int(s) for s in shape], "dtype": np.dtype(dtype).name}
+    dt = np.dtype(dtype)  # text (e.g. the prompts, '<U80') by its full code, numbers by name
+    specs[name] = {"shape": [int(s) for s in shape],
+                   "dtype": dt.str if dt.kind in "US" else dt.name}
   return specs
 
 

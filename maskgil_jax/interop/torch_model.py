@@ -12,7 +12,11 @@ It is the reference architecture with exactly the reference key names, plus our 
 - `VQModel` is LlamaGen's VQ tokenizer (and the lookup-free variant), with the
   `quantize.codebook_used` buffer, so LlamaGen VQ checkpoints load strictly too.
 - `greedy_mar` and `greedy_ar` decode class-conditional images: MaskGIL confidence masking with
-  argmax picks, and LlamaGen next-token decoding with a KV cache. Classifier-free guidance uses
+  argmax picks, and LlamaGen next-token decoding with a KV cache. A caption model
+  (`condition='caption'`) takes a `Caption` (left-padded text-encoder features, their mask) in
+  place of the labels everywhere: LlamaGen's CaptionEmbedder (`cls_embedding.cap_proj.fc1/fc2`,
+  tanh GELU, `cls_embedding.uncond_embedding` the null caption), padded caption slots hidden
+  from every query (each slot still sees itself). Classifier-free guidance uses
   MaskGIL's convention, logits = (1 + w) * cond - w * uncond (LlamaGen's scale s is 1 + w).
 
 Use:
@@ -69,6 +73,8 @@ class TransformerConfig:
   rope: str = "2d"
   qk_norm: bool = False
   norm_placement: str = "pre"
+  condition: str = "class"  # or 'caption'
+  caption_dim: int = 2048
 
   @classmethod
   def from_dict(cls, d: dict) -> "TransformerConfig":
@@ -270,6 +276,52 @@ class LabelEmbedder(nn.Module):
     return self.embedding_table(labels)
 
 
+@dataclasses.dataclass
+class Caption:
+  """A caption condition: left-padded features [B, P, C] (padded rows zeroed), mask [B, P]
+  (True on real tokens), null [B] (True: the model's null caption instead, for guidance)."""
+  features: torch.Tensor
+  mask: torch.Tensor
+  null: torch.Tensor | None = None
+
+  def __post_init__(self):
+    self.features, self.mask = torch.as_tensor(self.features), torch.as_tensor(self.mask).bool()
+    if self.null is None:
+      self.null = torch.zeros(self.features.shape[0], dtype=torch.bool)
+
+  @property
+  def shape(self):  # the batch, as labels.shape[0]
+    return self.features.shape[:1]
+
+  def with_null(self) -> "Caption":
+    """The rows followed by the same rows as null captions (same padding mask, as LlamaGen)."""
+    return Caption(self.features.repeat(2, 1, 1), self.mask.repeat(2, 1),
+                   torch.cat([self.null, torch.ones_like(self.null)]))
+
+
+class CaptionEmbedder(nn.Module):
+  """LlamaGen's caption MLP fc2(gelu_tanh(fc1(x))) and the learned null caption [P, C]."""
+
+  def __init__(self, caption_dim: int, dim: int, slots: int):
+    super().__init__()
+    self.cap_proj = nn.ModuleDict({"fc1": nn.Linear(caption_dim, dim, bias=False),
+                                   "fc2": nn.Linear(dim, dim, bias=False)})
+    self.uncond_embedding = nn.Parameter(torch.zeros(slots, caption_dim))
+
+  def forward(self, cap: Caption):
+    x = torch.where(cap.null[:, None, None], self.uncond_embedding[None], cap.features)
+    return self.cap_proj["fc2"](F.gelu(self.cap_proj["fc1"](x), approximate="tanh"))
+
+
+def _key_mask(mask, key_valid):
+  """`mask` [T, S] or None (all) with padded keys hidden, each query still seeing its own
+  slot (the last T of the S keys): [B, 1, T, S]."""
+  t, s = (mask.shape if mask is not None else (key_valid.shape[1],) * 2)
+  own = torch.arange(s)[None, :] == (torch.arange(t) + s - t)[:, None]
+  base = torch.ones(t, s, dtype=torch.bool) if mask is None else mask
+  return ((base[None] & key_valid[:, None, :]) | own[None])[:, None]
+
+
 class Transformer(nn.Module):
   """The LLaMA of a token layout; `forward` returns fp32 logits at every slot.
 
@@ -285,6 +337,9 @@ class Transformer(nn.Module):
     rows, out_classes = c.vocab
     if c.layout == "maskgil_reference":
       self.tok_emb = nn.Embedding(rows, c.dim)
+    elif c.condition == "caption":
+      self.cls_embedding = CaptionEmbedder(c.caption_dim, c.dim, c.cls_token_num)
+      self.tok_embeddings = nn.Embedding(rows, c.dim)
     else:
       self.cls_embedding = LabelEmbedder(c.num_classes, c.dim)
       self.tok_embeddings = nn.Embedding(rows, c.dim)
@@ -300,6 +355,8 @@ class Transformer(nn.Module):
     if c.layout == "maskgil_reference":
       ids = torch.cat([tokens, (c.codebook_size + 1 + labels)[:, None]], dim=1)
       return self.tok_emb(ids)
+    if isinstance(labels, Caption):
+      return torch.cat([self.cls_embedding(labels), self.tok_embeddings(tokens)], dim=1)
     cls = self.cls_embedding(labels)[:, None].expand(-1, c.cls_token_num, -1)
     return torch.cat([cls, self.tok_embeddings(tokens)], dim=1)
 
@@ -318,6 +375,9 @@ class Transformer(nn.Module):
     s = h.shape[1]
     mask = (torch.ones(s, s, dtype=torch.bool, device=h.device).tril() if mode == "causal"
             else None)
+    if isinstance(labels, Caption):
+      image = torch.ones(labels.mask.shape[0], s - labels.mask.shape[1], dtype=torch.bool)
+      mask = _key_mask(mask, torch.cat([labels.mask, image], dim=1))
     return self._run(h, mask=mask)
 
   def mar_logits(self, tokens, labels):
@@ -338,14 +398,16 @@ class Transformer(nn.Module):
     if self.config.prefix_len == 0:
       raise ValueError("cached decoding needs a condition prefix (layout llamagen or maskgil)")
     if tokens is None:
-      h = self.embed(torch.zeros(labels.shape[0], 0, dtype=torch.long, device=labels.device),
-                     labels)
+      h = self.embed(torch.zeros(labels.shape[0], 0, dtype=torch.long), labels)
+      if isinstance(labels, Caption):  # padded caption slots stay hidden from every query
+        cache.valid[:, cache.length:cache.length + labels.mask.shape[1]] = labels.mask
     else:
       h = self.tok_embeddings(tokens)
     t, start = h.shape[1], cache.length
     q_slot = torch.arange(start, start + t, device=h.device)[:, None]
-    mask = torch.arange(cache.max_len, device=h.device)[None, :] <= q_slot
-    logits = self._run(h, start, mask, cache)
+    k_slot = torch.arange(cache.max_len, device=h.device)[None, :]
+    mask = ((k_slot <= q_slot)[None] & cache.valid[:, None, :] | (k_slot == q_slot)[None])
+    logits = self._run(h, start, mask[:, None], cache)
     cache.length += t
     return logits
 
@@ -361,6 +423,7 @@ class KVCache:
     self.v = torch.zeros(shape, dtype=p.dtype, device=p.device)
     self.length = 0
     self.max_len = c.seq_len
+    self.valid = torch.ones(batch, c.seq_len, dtype=torch.bool, device=p.device)
 
   def layer(self, i: int):
     return self.k[i], self.v[i]
@@ -392,7 +455,8 @@ def _guided(logits_fn, labels, w: float, null_label: int):
   """(1 + w) * cond - w * uncond from one forward on the doubled batch (w = 0: cond only)."""
   if w == 0:
     return logits_fn(labels, 1)
-  both = logits_fn(torch.cat([labels, torch.full_like(labels, null_label)]), 2)
+  both = logits_fn(labels.with_null() if isinstance(labels, Caption)
+                   else torch.cat([labels, torch.full_like(labels, null_label)]), 2)
   cond, uncond = both.chunk(2)
   return (1 + w) * cond - w * uncond
 
@@ -410,7 +474,7 @@ def greedy_mar(model: Transformer, labels, *, steps: int = 8, schedule: str = "a
   if cfg_schedule not in ("linear", "constant"):
     raise ValueError(f"cfg_schedule {cfg_schedule!r}; one of 'linear', 'constant'")
   b, n = labels.shape[0], c.num_image_tokens
-  tokens = torch.full((b, n), c.mask_id, dtype=torch.long, device=labels.device)
+  tokens = torch.full((b, n), c.mask_id, dtype=torch.long)
   for t, k in enumerate(tokens_per_step(schedule, steps, n)):
     w = cfg_scale * t / max(steps - 1, 1) if cfg_schedule == "linear" else cfg_scale
     logits = _guided(lambda l, r: model.mar_logits(tokens.repeat(r, 1), l), labels, w,

@@ -28,19 +28,27 @@ class Layout:
   codebook_size: int
   num_classes: int
   cls_token_num: int
-  grid_size: int
+  grid: tuple[int, int]  # image tokens (rows, columns); any shape, see `at_grid`
   rope_kind: str
   head_dim: int
   rope_base: float
 
   @classmethod
   def from_config(cls, m) -> "Layout":
-    return cls(m.layout, m.codebook_size, m.num_classes, m.cls_token_num, m.grid_size, m.rope,
-               m.dim // m.n_head, m.rope_base)
+    return cls(m.layout, m.codebook_size, m.num_classes, m.cls_token_num,
+               (m.grid_size, m.grid_size), m.rope, m.dim // m.n_head, m.rope_base)
+
+  def at_grid(self, grid) -> "Layout":
+    """This layout over an h x w token grid (the parameters do not depend on it: only the
+    sequence length and the RoPE table do)."""
+    h, w = (int(x) for x in grid)
+    if h < 1 or w < 1:
+      raise ValueError(f"a token grid needs positive sides, got {h}x{w}")
+    return dataclasses.replace(self, grid=(h, w))
 
   @property
   def num_image_tokens(self) -> int:
-    return self.grid_size * self.grid_size
+    return self.grid[0] * self.grid[1]
 
   @property
   def prefix_len(self) -> int:
@@ -64,8 +72,9 @@ class Layout:
     return self.codebook_size + 1 + labels
 
   def rope_tables(self) -> tuple[np.ndarray, np.ndarray]:
-    """(cos, sin) [seq_len, head_dim/2] for every slot of the full sequence."""
-    n, g, p = self.num_image_tokens, self.grid_size, self.cls_token_num
+    """(cos, sin) [seq_len, head_dim/2] for every slot of the full sequence; 2D RoPE takes
+    (row, column) of the actual grid, so a square grid gives the tables it always had."""
+    n, w, p = self.num_image_tokens, self.grid[1], self.cls_token_num
     cells = np.arange(n)
     if self.name == "maskgil_reference":
       # slot s uses row s of a table whose row 0 is zero and row r >= 1 is position r - 1
@@ -76,8 +85,8 @@ class Layout:
       positions = np.concatenate([np.full(p, -1), cells])
       angles = rope.angles_1d(positions, self.head_dim, self.rope_base)
     else:
-      rows = np.concatenate([np.full(p, -1), cells // g])
-      cols = np.concatenate([np.full(p, -1), cells % g])
+      rows = np.concatenate([np.full(p, -1), cells // w])  # raster order over the h x w grid
+      cols = np.concatenate([np.full(p, -1), cells % w])
       angles = rope.angles_2d(rows, cols, self.head_dim, self.rope_base)
     scale = np.ones(n + p, np.float32)
     if self.name == "llamagen":

@@ -237,5 +237,21 @@ class Transformer(nnx.Module):
     return self._head(h), KVCache(k, v, start + t, cache.valid)
 
 
+def at_grid(model: Transformer, grid) -> Transformer:
+  """The same parameters over an h x w token grid (rows, columns).
+
+  The grid is static layout data, not a parameter: the returned module shares every array
+  with `model` and differs only in its sequence length and RoPE table, so a jitted function
+  compiles once per grid shape and reuses that program for every later call of the shape.
+  Works on traced modules too (inside a loss), where the gradient flows to `model`.
+  """
+  layout = model.layout.at_grid(grid)
+  if layout == model.layout:
+    return model
+  copy = jax.tree.map(lambda x: x, model)  # a new module object over the same leaves
+  object.__setattr__(copy, "layout", layout)
+  return copy
+
+
 def num_params(module) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(nnx.state(module, nnx.Param))))

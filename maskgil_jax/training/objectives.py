@@ -11,7 +11,7 @@
   MaskGIL loss above), one forward per mode over its own rows, so no slot is computed twice or
   thrown away. See `joint_loss` for why the split is per example and fixed.
 
-batch = {'codes': int32 [B, h, w] or [B, L], 'label': int32 [B]}, or for a caption model
+batch = {'codes': int32 [B, h, w] (any h x w: the model runs over that grid) or [B, L], 'label': int32 [B]}, or for a caption model
 'caption' float [B, P, caption_dim] + 'caption_mask' [B, P] (left padded) instead of 'label';
 a dropped caption becomes the model's null caption (models/conditions.py). Metrics are fp32 scalars:
 'loss', 'accuracy' (argmax hits on the positions the model had to predict: the masked ones for
@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 from maskgil_jax.decode.schedules import check_schedule, mask_ratio
 from maskgil_jax.models import conditions
+from maskgil_jax.models.transformer import at_grid
 
 LOSS_POSITIONS = ("all", "masked")
 OBJECTIVES = ("mar", "ar", "joint")
@@ -46,6 +47,13 @@ def cross_entropy(logits, targets, label_smoothing: float = 0.0):
 def drop_labels(key, batch, rate: float, null_label: int):
   """The batch's condition, each row replaced by the null one with probability `rate` (CFG)."""
   return conditions.dropped(key, conditions.from_batch(batch), rate, null_label)
+
+
+def batch_grid(model, batch):
+  """`model` over the batch's token grid: codes [B, h, w] of any h x w (an aspect bucket)
+  set the RoPE table and sequence length; flat codes [B, L] keep the model's own grid."""
+  codes = batch["codes"]
+  return at_grid(model, codes.shape[1:3]) if codes.ndim == 3 else model
 
 
 def _flat_codes(batch):
@@ -67,6 +75,7 @@ def mar_loss(model, batch, key, objective_cfg):
   if objective_cfg.loss_on not in LOSS_POSITIONS:
     raise ValueError(f"config.objective.loss_on: {objective_cfg.loss_on!r}; "
                      f"one of {LOSS_POSITIONS}")
+  model = batch_grid(model, batch)
   codes = _flat_codes(batch)
   k_ratio, k_mask, k_label, k_dropout = jax.random.split(key, 4)
   ratio = mask_ratio(objective_cfg.mask_schedule, jax.random.uniform(k_ratio, codes.shape[:1]))
@@ -84,6 +93,7 @@ def mar_loss(model, batch, key, objective_cfg):
 
 def ar_loss(model, batch, key, objective_cfg):
   """Next-token loss of a causal model (layouts llamagen, maskgil): slot j predicts code j."""
+  model = batch_grid(model, batch)
   codes = _flat_codes(batch)
   k_label, k_dropout = jax.random.split(key)
   labels = drop_labels(k_label, batch, objective_cfg.label_drop, model.layout.null_label)
