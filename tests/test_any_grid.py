@@ -133,7 +133,7 @@ def test_non_square_hybrid_keeps_the_ar_prefix_and_fills_the_rest():
   wide = at_grid(model, GRID)
   labels = jnp.array([4, 9])
   greedy = DecodeSettings.create(cfg_scale=0.0, temperature=0.0, choice_temperature=0.0,
-                                 steps=3, ar_tokens=6)
+                                 steps=3, ar_tokens=6, ar_cfg_scale=0.0, ar_temperature=0.0)
   state = hybrid.generate_jit(wide, wide, labels, jax.random.key(0), greedy)
   prefix = ar.generate_jit(wide, labels, jax.random.key(0), greedy, num_tokens=6).tokens
   assert state.tokens.shape == (2, 15) and (np.asarray(state.tokens) < 512).all()

@@ -66,7 +66,7 @@ def test_a_sample_does_not_depend_on_the_batch_it_was_drawn_in(pipe):
     (dict(labels=[1], temperature=-1), "config.decode.temperature"),
     (dict(labels=[1], decode="ar"), "--decode ar: layout 'maskgil_reference'"),
     (dict(labels=[1], decode="sideways"), "one of ('mar', 'ar', 'hybrid')"),
-    (dict(labels=[1], height=16), "height 16: this model draws 8x8 images"),
+    (dict(labels=[1], height=5), "height 5: a positive multiple of the tokenizer's"),
     (dict(labels=[1], prompts=["a bag"]), "one of them"),
     (dict(prompts=["a bag"]), "class-conditional"),
 ])
