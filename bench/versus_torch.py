@@ -40,7 +40,7 @@ from maskgil_jax.models.transformer import Transformer
 from maskgil_jax.parallel import mesh as mesh_lib
 from maskgil_jax.parallel import rules as rules_lib
 from maskgil_jax.train import generator_task
-from maskgil_jax.training import state as state_lib
+from maskgil_jax.training import remat_choice
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch_side  # noqa: E402  (bench/ is not a package)
@@ -99,22 +99,36 @@ def compiled(fn, *args):
 
 # ---- workloads: each returns (our run, twin run, our compile seconds) -------------------------
 def train_workload(size: str):
+  """The trainer's step, its remat policy chosen as the trainer does ('auto')."""
   config = generator_config(size, "maskgil_reference")
   mesh = mesh_lib.make_mesh(config.mesh)
   rules = rules_lib.make_rules(config.mesh.rules.to_dict())
   rng = np.random.default_rng(0)
   codes = rng.integers(0, config.model.codebook_size, (config.batch_size, 16, 16), np.int32)
   labels = rng.integers(0, config.model.num_classes, (config.batch_size,), np.int32)
-  with jax.set_mesh(mesh), rules_lib.axis_rules(rules):
-    task = generator_task(config, tokenizer=None)
-    state = task.init()
-    batch = {"codes": jnp.asarray(codes), "label": jnp.asarray(labels)}
-    key = jax.random.key(0)
+  batch = {"codes": jnp.asarray(codes), "label": jnp.asarray(labels)}
+  key = jax.random.key(0)
+  built = {}
+
+  def compile_with(policy):
+    c = config.copy_and_resolve_references()
+    c.model.remat_policy = policy
+    task = generator_task(c, tokenizer=None)
+    state = jax.eval_shape(task.init)
     step, compile_s = compiled(lambda s, b, k: task.step(s, b, k, None), state, batch, key)
+    built[policy] = (task, step, compile_s)
+    return step
+
+  with jax.set_mesh(mesh), rules_lib.axis_rules(rules):
+    choice = remat_choice.choose(compile_with, remat_choice.device_memory_bytes())
+    task, step, _ = built[choice.policy]
+    compile_s = sum(c for _, _, c in built.values())
+    state = task.init()
+  print(f"  train: {remat_choice.describe(choice)}", flush=True)
   twin = torch_twin(state.params, config)
   twin_step = torch_side.make_train_step(twin)
-  t_codes, t_labels = torch.from_numpy(codes.reshape(len(codes), -1)).long(), torch.from_numpy(
-      labels).long()
+  t_codes = torch.from_numpy(codes.reshape(len(codes), -1)).long()
+  t_labels = torch.from_numpy(labels).long()
   holder = {"state": state}
 
   def ours():
