@@ -6,7 +6,8 @@
 Workloads (fp32; the generator is built at each --sizes size with random weights, and the
 PyTorch twin `interop/torch_model.py` loads the same weights through the export name table):
 - `train`: the MaskGIL train step (maskgil_reference layout, batch 8 x 257 slots, AdamW and
-  clipping; the trainer's own step on our side, bench/torch_side.py's on the other);
+  clipping, no dropout since the twin has none; the trainer's own step on our side, its remat
+  policy chosen as the trainer does, and bench/torch_side.py's on the other);
 - `mar`: MaskGIL sampling, 4 images, 8 steps, guidance (8 rows per forward);
 - `ar1` / `ar4`: LlamaGen AR sampling, 256 tokens, 1 / 4 classes with guidance (2 / 8 rows);
 - `vq`: VQ-16 encode + decode of 4 images of 256 px (the size does not apply).
@@ -68,6 +69,8 @@ def generator_config(size: str, layout: str, batch_size: int = 8):
   c = recipes.maskgil(size) if layout == "maskgil_reference" else recipes.llamagen(size)
   c.model = configlib.model_config(size, layout).copy_and_resolve_references()
   c.model.dtype = "float32"
+  # the twin has no dropout layers: neither side drops (same work)
+  c.model.token_dropout = c.model.resid_dropout = c.model.ffn_dropout = 0.0
   c.data.name = "codes"
   c.batch_size = batch_size
   c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 1
@@ -202,11 +205,26 @@ def alternate(ours, theirs, rounds: int) -> tuple[float, float]:
   return statistics.median(times["ours"]), statistics.median(times["theirs"])
 
 
+def matmul_gflops(n: int = 2048) -> tuple[float, float]:
+  """fp32 GFLOP/s of one n^3 matmul on each side (best of 3), the machine's practical peak."""
+  a = np.random.default_rng(0).standard_normal((n, n), np.float32)
+  ja, ta = jnp.asarray(a), torch.from_numpy(a)
+  mm = jax.jit(lambda x: x @ x).lower(ja).compile()
+  best = {"jax": float("inf"), "torch": float("inf")}
+  for side, fn in (("jax", lambda: mm(ja)), ("torch", lambda: ta @ ta)) * 4:
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    best[side] = min(best[side], time.perf_counter() - start)
+  return 2 * n ** 3 / best["jax"] / 1e9, 2 * n ** 3 / best["torch"] / 1e9
+
+
 def main(argv=None) -> int:
   args = parse_args(argv)
   torch.set_num_threads(args.threads)
   print(f"{jax.default_backend()} ({os.cpu_count()} cores), fp32, PyTorch {torch.__version__} "
         f"with {torch.get_num_threads()} threads, jax {jax.__version__}, {args.rounds} rounds")
+  ours_mm, theirs_mm = matmul_gflops()
+  print(f"2048^3 matmul: ours {ours_mm:.0f} GFLOP/s, PyTorch {theirs_mm:.0f} GFLOP/s")
   print(f"{'workload':<48}{'size':>5}{'PyTorch s':>11}{'ours s':>9}{'ratio':>8}"
         f"{'compile s':>11}")
   ratios = []
