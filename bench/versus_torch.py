@@ -25,6 +25,11 @@ import statistics
 import sys
 import time
 
+# PyTorch's OpenMP threads sleep instead of spinning while they wait: on a machine shared with
+# other work a spinning thread burns the core its partner needs (set the variable to ACTIVE to
+# measure the spinning default)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import jax
 import jax.numpy as jnp
 import numpy as np
