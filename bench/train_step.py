@@ -28,6 +28,7 @@ from maskgil_jax.parallel import mesh as mesh_lib
 from maskgil_jax.parallel import rules as rules_lib
 from maskgil_jax.train import generator_task
 from maskgil_jax.training import flops as flops_lib
+from maskgil_jax.training import remat_choice
 from maskgil_jax.training import state as state_lib
 
 
@@ -68,22 +69,36 @@ def bench_config(size: str, batch_size: int, dtype: str):
 
 
 def time_train_step(config, steps: int) -> dict:
-  """Compile the trainer's step for `config` and time `steps` steps after a warm-up."""
+  """Compile the trainer's step for `config` (remat_policy 'auto' resolved as the trainer
+  does) and time `steps` steps after a warm-up."""
   mesh = mesh_lib.make_mesh(config.mesh)
   rules = rules_lib.make_rules(config.mesh.rules.to_dict())
   with jax.set_mesh(mesh), rules_lib.axis_rules(rules):
-    task = generator_task(config, tokenizer=None)
-    abstract, shardings = state_lib.abstract_sharded(task.init, mesh, rules)
     batch_sharding = mesh_lib.batch_sharding(mesh)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    start = time.perf_counter()
-    step = jax.jit(task.step, in_shardings=(shardings, batch_sharding, replicated, None),
-                   out_shardings=(shardings, replicated), donate_argnums=0)
-    batch_abstract = {k: jax.ShapeDtypeStruct(s, d, sharding=batch_sharding)
-                      for k, (s, d) in task.batch.items()}
     key = jax.device_put(jax.random.key(0), replicated)
-    compiled = step.lower(abstract, batch_abstract, key, None).compile()
+    built = {}
+
+    def compile_with(policy):
+      c = config.copy_and_resolve_references()
+      c.model.remat_policy = policy or c.model.remat_policy
+      task = generator_task(c, tokenizer=None)
+      abstract, shardings = state_lib.abstract_sharded(task.init, mesh, rules)
+      step = jax.jit(task.step, in_shardings=(shardings, batch_sharding, replicated, None),
+                     out_shardings=(shardings, replicated), donate_argnums=0)
+      batch_abstract = {k: jax.ShapeDtypeStruct(s, d, sharding=batch_sharding)
+                        for k, (s, d) in task.batch.items()}
+      built[policy] = (task, shardings, step.lower(abstract, batch_abstract, key, None).compile())
+      return built[policy][2]
+
+    start = time.perf_counter()
+    if config.model.remat_policy == "auto":
+      policy = remat_choice.choose(compile_with, remat_choice.device_memory_bytes()).policy
+    else:
+      compile_with(None)
+      policy = None
     compile_s = time.perf_counter() - start
+    task, shardings, compiled = built[policy]
     state = state_lib.create_sharded(task.init, shardings)
     rng = np.random.default_rng(0)
     g = config.model.grid_size
@@ -98,7 +113,8 @@ def time_train_step(config, steps: int) -> dict:
     jax.block_until_ready(metrics)
     step_s = (time.perf_counter() - start) / steps
   return {"compile_s": compile_s, "step_s": step_s, "tokens": task.tokens_per_example,
-          "flops": task.flops_per_step, "devices": mesh.size}
+          "flops": task.flops_per_step, "devices": mesh.size,
+          "remat": policy or config.model.remat_policy}
 
 
 def main(argv=None) -> int:
@@ -110,7 +126,7 @@ def main(argv=None) -> int:
   print(f"{jax.device_count()} x {flops_lib.device_kind()}, {dtype}: {n}^3 matmul "
         f"{peak / 1e12:.3f} TFLOP/s per device")
   print(f"{'size':<6}{'params':>9}{'batch':>7}{'compile s':>11}{'step s':>10}{'tokens/s':>11}"
-        f"{'images/s':>10}{'TFLOP/s/dev':>13}{'of matmul':>11}")
+        f"{'images/s':>10}{'TFLOP/s/dev':>13}{'of matmul':>11}  remat")
   rows = []
   for size in args.sizes.split(","):
     config = bench_config(size.strip(), args.batch_size, dtype)
@@ -121,7 +137,7 @@ def main(argv=None) -> int:
     print(f"{size:<6}{n_params / 1e6:>8.1f}M{config.batch_size:>7}{r['compile_s']:>11.1f}"
           f"{r['step_s']:>10.3f}{config.batch_size * r['tokens'] / r['step_s']:>11.0f}"
           f"{config.batch_size / r['step_s']:>10.1f}{achieved / 1e12:>13.4f}"
-          f"{achieved / peak:>10.1%}")
+          f"{achieved / peak:>10.1%}  {r['remat']}")
   print("train_step: " + ", ".join(f"{s} at {f:.1%} of the matmul's FLOP/s" for s, f in rows))
   return 0
 

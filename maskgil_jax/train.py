@@ -40,6 +40,7 @@ from maskgil_jax.parallel import mesh as mesh_lib
 from maskgil_jax.parallel import rules as rules_lib
 from maskgil_jax.training import flops as flops_lib
 from maskgil_jax.training import memory, metrics as metrics_lib, objectives, optim
+from maskgil_jax.training import remat_choice
 from maskgil_jax.training import state as state_lib, steps, tokenizer_losses
 from maskgil_jax.text import encoder as text_encoder
 
@@ -281,31 +282,50 @@ def train(config, workdir, *, memory_report: bool = False,
              flops_lib.device_kind(), jax.process_count())
   with jax.set_mesh(mesh), rules_lib.axis_rules(rules):
 
-    # 2. the task: model, optimizer, loss and train step; frozen networks it reads
+    # 2.-4. the task (model, optimizer, loss, step; frozen networks it reads), the shardings
+    #    of its state (by logical axes; nothing created yet), batch and frozen networks, and
+    #    the compiled step (the state donated: updated in place). remat_policy 'auto' compiles
+    #    until a policy fits in device memory (training/remat_choice.py)
     tokenizer = load_frozen_tokenizer(config, abstract_only=memory_report)
-    task = (tokenizer_task(config) if config.task == "tokenizer"
-            else generator_task(config, tokenizer, load_frozen_t5(config, memory_report)))
-
-    # 3. shardings of the state (parameters and optimizer moments by logical axes), batch and
-    #    frozen networks; the state is not created yet
-    abstract_state, state_shardings = state_lib.abstract_sharded(task.init, mesh, rules)
+    t5 = load_frozen_t5(config, memory_report)
     batch_sharding = mesh_lib.batch_sharding(mesh)
     if config.batch_size % mesh_lib.batch_shards(mesh):
       raise ConfigError(f"config.batch_size: {config.batch_size} does not split over the "
                         f"{mesh_lib.batch_shards(mesh)} data x fsdp shards")
-    abstract_batch = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
-                      for k, (shape, dtype) in task.batch.items()}
-    frozen_shardings = (rules_lib.param_shardings(task.frozen, mesh, rules)
-                        if task.frozen is not None else None)
     key = jax.device_put(jax.random.key(config.seed), replicated)
+    compiled_parts = {}
 
-    # 4. the compiled train step: explicit shardings, the state donated (updated in place)
-    jitted = jax.jit(task.step, in_shardings=(state_shardings, batch_sharding, replicated,
-                                              frozen_shardings),
-                     out_shardings=(state_shardings, replicated), donate_argnums=0)
-    frozen_abstract = (state_lib.with_shardings(task.frozen, frozen_shardings)
-                       if task.frozen is not None else None)
-    train_step = jitted.lower(abstract_state, abstract_batch, key, frozen_abstract).compile()
+    def compile_step(policy: str | None):
+      c = config
+      if policy is not None:
+        c = config.copy_and_resolve_references()
+        c.model.remat_policy = policy
+      task = tokenizer_task(c) if c.task == "tokenizer" else generator_task(c, tokenizer, t5)
+      abstract_state, state_shardings = state_lib.abstract_sharded(task.init, mesh, rules)
+      abstract_batch = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
+                        for k, (shape, dtype) in task.batch.items()}
+      frozen_shardings = (rules_lib.param_shardings(task.frozen, mesh, rules)
+                          if task.frozen is not None else None)
+      jitted = jax.jit(task.step, in_shardings=(state_shardings, batch_sharding, replicated,
+                                                frozen_shardings),
+                       out_shardings=(state_shardings, replicated), donate_argnums=0)
+      frozen_abstract = (state_lib.with_shardings(task.frozen, frozen_shardings)
+                         if task.frozen is not None else None)
+      step = jitted.lower(abstract_state, abstract_batch, key, frozen_abstract).compile()
+      compiled_parts[policy] = (c, task, abstract_state, state_shardings, frozen_shardings, step,
+                                jitted, frozen_abstract, abstract_batch)
+      return step
+
+    if config.task == "generator" and config.model.remat_policy == "auto":
+      choice = remat_choice.choose(compile_step, remat_choice.device_memory_bytes())
+      cli.notice("%s", remat_choice.describe(choice))
+      parts = compiled_parts[choice.policy]
+    else:
+      compile_step(None)
+      parts = compiled_parts[None]
+    (config, task, abstract_state, state_shardings, frozen_shardings, train_step, jitted,
+     frozen_abstract, abstract_batch) = parts
+    compiled_parts.clear()  # the policies not chosen
     # one compiled step per aspect bucket (batch shape), made when the bucket first comes up
     compiled = {_shape_key(abstract_batch): train_step}
 
@@ -325,7 +345,7 @@ def train(config, workdir, *, memory_report: bool = False,
     if memory_report:
       summary = memory.memory_summary(train_step)
       print(memory.format_memory(summary, flops_lib.device_kind(), mesh.size))
-      return {"memory": summary}
+      return {"memory": summary, "remat_policy": config.model.remat_policy}
     frozen = jax.device_put(task.frozen, frozen_shardings) if task.frozen is not None else None
     if config.log.sample_every_steps and config.model.get("condition", "class") == "caption":
       logging.warning("log.sample_every_steps: the trainer's sample grids are drawn for class "

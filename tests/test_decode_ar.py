@@ -58,3 +58,17 @@ def test_sampled_decode_depends_on_the_key_only(model):
   np.testing.assert_array_equal(a, run(0))
   with pytest.raises(ValueError, match="1..16 tokens"):
     ar.generate(model, labels, jax.random.PRNGKey(0), settings, num_tokens=17)
+
+
+def test_token_loop_reads_weights_in_place(model):
+  """No layer weight is sliced out of the stack inside the decoder's compiled program per
+  token: the blocks are sliced once before the loop (XLA:CPU copies a sliced weight)."""
+  settings = DecodeSettings.create(cfg_scale=1.0)
+  hlo = jax.jit(ar.generate).lower(model, jnp.array([1, 2]), jax.random.key(0),
+                                   settings).compile().as_text()
+  wqkv = model.layers.attention.wqkv.weight[...]  # [layers, dim, qkv]
+  per_layer = f"f32[1,{wqkv.shape[1]},{wqkv.shape[2]}]"
+  sliced = [line for line in hlo.splitlines()
+            if "dynamic-slice(" in line and line.split("=")[1].strip().startswith(per_layer)]
+  assert not sliced, sliced[:2]
+  assert "while" in hlo  # the token loop is there

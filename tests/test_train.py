@@ -210,6 +210,11 @@ def test_memory_report_compiles_without_running(codes_dir, compile_cache, tmp_pa
   assert result["memory"]["arguments"] > 0 and result["memory"]["total"] > 0
   assert "train step memory per device" in capsys.readouterr().out
   assert not (tmp_path / "unused").exists()
+  # remat_policy 'auto' (the default): the host's RAM holds a tiny step without recomputation
+  assert result["remat_policy"] == "none"
+  explicit = train(codes_config(codes_dir, **{"model.remat_policy": "dots_saveable"}),
+                   tmp_path / "unused", memory_report=True)
+  assert explicit["remat_policy"] == "dots_saveable"
 
 
 def test_bad_config_value_and_unwritable_workdir(codes_dir, tmp_path):

@@ -12,7 +12,8 @@ from maskgil_jax.configlib.model import LAYOUTS
 from maskgil_jax.errors import UserError
 
 DTYPES = ("float32", "bfloat16", "float16")
-REMAT_POLICIES = ("none", "nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable",
+REMAT_POLICIES = ("auto", "none", "nothing_saveable", "dots_saveable",
+                  "dots_with_no_batch_dims_saveable",
                   "everything_saveable")
 
 

@@ -56,7 +56,9 @@ def model_config(size: str = "B", layout: str = "maskgil") -> ml_collections.Con
   m.dtype = "float32"  # compute dtype; accelerator configs use bfloat16
   m.param_dtype = "float32"
   m.scan_layers = True
-  m.remat_policy = "nothing_saveable"  # see models/remat.py for the choices
+  # cheapest recomputation that fits device memory, chosen by the trainer when it compiles
+  # the step (training/remat_choice.py); or a policy of models/remat.py
+  m.remat_policy = "auto"
   return m
 
 

@@ -51,14 +51,15 @@ def generate(model, labels, key, settings: DecodeSettings, num_tokens: int | Non
   feed_labels = conditions.doubled(labels, layout.null_label) if settings.guided else labels
   cache = model.init_cache(conditions.batch_size(feed_labels))
   cache = cache.replace(k=constrain(cache.k, CACHE_AXES), v=constrain(cache.v, CACHE_AXES))
-  logits, cache = model.decode(None, feed_labels, cache)
+  layers = model.unstacked_layers()  # sliced once, read in place at every token
+  logits, cache = model.decode(None, feed_labels, cache, layers)
   first_logits = _next_logits(model, logits, settings)
   first, _ = sample_tokens(fold_rows(keys, 0), first_logits, settings)
 
   def step(carry, position):
     token, cache = carry
     fed = doubled(token) if settings.guided else token
-    logits, cache = model.decode(fed[:, None], None, cache)
+    logits, cache = model.decode(fed[:, None], None, cache, layers)
     logits = _next_logits(model, logits, settings)
     token, _ = sample_tokens(fold_rows(keys, position), logits, settings)
     return (token, cache), (token, logits if return_logits else None)

@@ -155,6 +155,22 @@ def filter_logits(logits, top_k, top_p):
   return jax.lax.cond((top_k > 0) | (top_p < 1.0), apply, lambda x: x, logits)
 
 
+def categorical(keys, logits):
+  """One draw per position from softmax(logits [B, ..., V]), row b with keys[b].
+
+  Inverse-CDF sampling: one uniform number per position against the running sum of the
+  probabilities. `jax.random.categorical` draws V Gumbel numbers per position instead, which
+  on a 16,384-code vocabulary costs more than the rest of a MAR step's sampling and ranking
+  (docs/performance.md). Tokens of probability 0 (filtered) are never drawn.
+  """
+  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  cdf = jnp.cumsum(probs, axis=-1)
+  tiny = jnp.finfo(jnp.float32).tiny
+  u = jax.vmap(lambda k: jax.random.uniform(k, logits.shape[1:-1], jnp.float32, tiny, 1.0))(keys)
+  drawn = jnp.sum(cdf < (u * cdf[..., -1])[..., None], axis=-1)
+  return jnp.minimum(drawn, logits.shape[-1] - 1)
+
+
 def sample_tokens(keys, logits, settings: DecodeSettings):
   """(tokens [B, ...], log-probability of each under the distribution sampled) for logits
   [B, ..., V], row b drawn with keys[b].
@@ -164,7 +180,7 @@ def sample_tokens(keys, logits, settings: DecodeSettings):
   """
   t = settings.temperature
   scaled = filter_logits(logits / jnp.where(t > 0, t, 1.0), settings.top_k, settings.top_p)
-  drawn = jax.vmap(lambda k, x: jax.random.categorical(k, x, axis=-1))(keys, scaled)
+  drawn = categorical(keys, scaled)
   tokens = jnp.where(t > 0, drawn, jnp.argmax(scaled, axis=-1)).astype(jnp.int32)
   logp = jax.nn.log_softmax(scaled, axis=-1)
   return tokens, jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0]

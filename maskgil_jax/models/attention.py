@@ -31,8 +31,9 @@ class Attention(nnx.Module):
                dropout_key=None):
     """x [B, T, D]; cos/sin [T, D/2] or [B, T, D/2]; mask [B|1, 1, T, S] bool.
 
-    With `cache` = (k [B, S, Hkv, Dh], v) the new keys/values are written at `cache_start`
-    and attention runs over all S cache slots; returns (out, new cache or None).
+    With `cache` (a `kv_cache.LayerCache`) the new keys/values are written at `cache_start`
+    of this layer's slots and attention runs over all S of them; returns (out, new cache or
+    None).
     """
     b, t, _ = x.shape
     hd, nq, nkv = self.head_dim, self.n_head, self.n_kv_head
@@ -46,9 +47,8 @@ class Attention(nnx.Module):
     q, k = rope.apply(q, cos, sin), rope.apply(k, cos, sin)
     new_cache = None
     if cache is not None:
-      k_all, v_all = kv_cache.write(*cache, k, v, cache_start)
-      new_cache = (k_all, v_all)
-      k, v = k_all.astype(x.dtype), v_all.astype(x.dtype)
+      new_cache = kv_cache.write(cache, k, v, cache_start)
+      k, v = (a.astype(x.dtype) for a in kv_cache.read(new_cache))
     out = attend(q, k, v, mask, dropout_rate, dropout_key)
     return self.wo(out.reshape(b, t, nq * hd)), new_cache
 

@@ -5,8 +5,15 @@ so the layer scan slices them like the stacked parameters. `length` is how many 
 filled; a call writes its T new slots at [length, length + T) and attends to slots < length + T.
 `valid` marks the slots that may be attended at all: a caption prefix's padded slots are False
 (written at prefill), everything else True.
+
+Inside a decode call the layer loop carries the whole [layers, ...] arrays and each layer writes
+its T new slots into them in place (`LayerCache`, `write`): the cache is never sliced into
+per-layer inputs and stacked back as outputs, which would copy all of it at every token
+(docs/performance.md).
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,8 +41,23 @@ class KVCache:
     return self.k.shape[2]
 
 
-def write(cache_k, cache_v, k, v, start):
-  """One layer's cache [B, S, H, D] with k, v [B, T, H, D] written at slot `start`."""
-  idx = (0, start, 0, 0)
-  return (jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), idx),
-          jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), idx))
+class LayerCache(NamedTuple):
+  """One layer's view of the cache inside the layer loop: every layer's arrays and the index
+  of the layer running (a traced int in the loop)."""
+  k: jax.Array  # [layers, B, S, H, D]
+  v: jax.Array
+  layer: jax.Array | int
+
+
+def write(cache: LayerCache, k, v, start) -> LayerCache:
+  """`cache` with k, v [B, T, H, D] written at slot `start` of its layer (in place)."""
+  idx = (cache.layer, 0, start, 0, 0)
+  return cache._replace(
+      k=jax.lax.dynamic_update_slice(cache.k, k[None].astype(cache.k.dtype), idx),
+      v=jax.lax.dynamic_update_slice(cache.v, v[None].astype(cache.v.dtype), idx))
+
+
+def read(cache: LayerCache):
+  """(k, v) [B, S, H, D] of the cache's layer."""
+  take = lambda a: jax.lax.dynamic_index_in_dim(a, cache.layer, 0, keepdims=False)
+  return take(cache.k), take(cache.v)

@@ -21,7 +21,7 @@ from flax import nnx
 from maskgil_jax.configlib.model import ffn_hidden_dim, vocab_rows
 from maskgil_jax.models import conditions, masks
 from maskgil_jax.models.attention import Attention
-from maskgil_jax.models.kv_cache import KVCache
+from maskgil_jax.models.kv_cache import KVCache, LayerCache
 from maskgil_jax.models.layers import Embedding, Linear, RMSNorm, stacked
 from maskgil_jax.models.layouts import Layout
 from maskgil_jax.models.remat import remat
@@ -115,31 +115,60 @@ class Transformer(nnx.Module):
                          rngs=rngs)
 
   # ---- the layer stack ------------------------------------------------------------------
-  def _run_layers(self, h, cos, sin, mask, key, cache=None, cache_start=None):
+  def _run_layers(self, h, cos, sin, mask, key):
+    """The layer stack of a full-sequence pass (training, MAR): `lax.scan` over the stacked
+    parameters, each layer under the remat policy."""
     keys = (jax.random.split(key, self.n_layer) if key is not None else None)
 
-    def body(h, layer, layer_key, k_cache, v_cache):
-      c = None if k_cache is None else (k_cache, v_cache)
-      h, c = layer(h, cos, sin, mask, layer_key, c, cache_start)
-      return h, (None, None) if c is None else c
+    def body(h, layer, layer_key):
+      return layer(h, cos, sin, mask, layer_key)[0]
 
     body = remat(body, self.remat_policy)
-    ck = cache.k if cache is not None else None
-    cv = cache.v if cache is not None else None
     if self.scan_layers:
-      def scan_body(h, xs):
-        layer, layer_key, k_cache, v_cache = xs
-        return body(h, layer, layer_key, k_cache, v_cache)
-      h, (new_k, new_v) = jax.lax.scan(scan_body, h, (self.layers, keys, ck, cv))
-    else:
-      outs = []
-      for i in range(self.n_layer):
-        take = lambda t: None if t is None else jax.tree.map(lambda a: a[i], t)
-        h, c = body(h, take(self.layers), take(keys), take(ck), take(cv))
-        outs.append(c)
-      new_k = None if ck is None else jnp.stack([c[0] for c in outs])
-      new_v = None if cv is None else jnp.stack([c[1] for c in outs])
-    return h, new_k, new_v
+      return jax.lax.scan(lambda h, xs: (body(h, *xs), None), h, (self.layers, keys))[0]
+    for i in range(self.n_layer):
+      take = lambda t: None if t is None else jax.tree.map(lambda a: a[i], t)
+      h = body(h, take(self.layers), take(keys))
+    return h
+
+  def unstacked_layers(self) -> tuple:
+    """The blocks as a tuple of per-layer modules, sliced out of the stacked parameters.
+
+    Decoders slice once, before their token loop, and pass the tuple to every `decode` call:
+    each weight is then its own buffer that a matmul reads in place, where slicing the stack
+    inside the loop copies every weight at every token on backends that cannot read a slice
+    in place (XLA:CPU; docs/performance.md).
+    """
+    return tuple(jax.tree.map(lambda a: a[i], self.layers) for i in range(self.n_layer))
+
+  def _decode_layers(self, h, cos, sin, mask, cache: KVCache, start, layers=None):
+    """The layer stack of a cached decode call, (h, k, v) out.
+
+    The loop carries the whole cache and every layer writes its new keys/values into the one
+    cache array in place (kv_cache.LayerCache): slicing the cache into per-layer loop inputs
+    and stacking the outputs back copies all of it at every token. With `layers` (from
+    `unstacked_layers`) the loop is unrolled over them; otherwise a `fori_loop` (or Python
+    loop without `scan_layers`) indexes the stacked parameters. No gradient flows here, so
+    there is nothing to rematerialise.
+    """
+    def body(i, carry, layer=None):
+      h, k, v = carry
+      if layer is None:
+        layer = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, 0, keepdims=False),
+                             self.layers)
+      h, c = layer(h, cos, sin, mask, None, LayerCache(k, v, i), start)
+      return h, c.k, c.v
+
+    carry = (h, cache.k, cache.v)
+    if layers is not None:
+      for i, layer in enumerate(layers):
+        carry = body(i, carry, layer)
+      return carry
+    if self.scan_layers:
+      return jax.lax.fori_loop(0, self.n_layer, body, carry)
+    for i in range(self.n_layer):
+      carry = body(i, carry)
+    return carry
 
   def _head(self, h):
     return self.output(self.norm(h)).astype(jnp.float32)
@@ -191,7 +220,7 @@ class Transformer(nnx.Module):
     keys = jax.random.split(key) if key is not None else (None, None)
     h = constrain(dropout(h, self.token_dropout, keys[0]), ACT)
     mask = masks.attention_mask(mode, s, key_mask=self.key_mask(labels, s, key_mask))
-    h, _, _ = self._run_layers(h, cos, sin, mask, keys[1])
+    h = self._run_layers(h, cos, sin, mask, keys[1])
     return self._head(h)
 
   def mar_logits(self, tokens, labels, **kw):
@@ -212,12 +241,13 @@ class Transformer(nnx.Module):
     return KVCache.init(self.n_layer, batch, self.layout.seq_len, self.n_kv_head,
                         self.head_dim, dtype or self.dtype)
 
-  def decode(self, tokens, labels, cache: KVCache):
+  def decode(self, tokens, labels, cache: KVCache, layers=None):
     """Feed the next slots into the cache and return (logits [B, T, V], cache).
 
     With `labels` given (and `tokens` None) the call is the prefill of the condition prefix;
     otherwise `tokens` [B, T] are image tokens placed right after the filled slots. Logits at
-    the last fed slot predict the next image token.
+    the last fed slot predict the next image token. `layers` (from `unstacked_layers`, made
+    once per decoding loop) saves re-slicing the stacked weights at every call.
     """
     if self.layout.prefix_len == 0:
       raise ValueError("cached decoding needs a condition prefix (layout llamagen or maskgil)")
@@ -233,7 +263,7 @@ class Transformer(nnx.Module):
     cos = jax.lax.dynamic_slice_in_dim(cos_all, start, t)
     sin = jax.lax.dynamic_slice_in_dim(sin_all, start, t)
     mask = masks.attention_mask("decode", t, cache.max_len, start=start, key_mask=cache.valid)
-    h, k, v = self._run_layers(h, cos, sin, mask, None, cache, start)
+    h, k, v = self._decode_layers(h, cos, sin, mask, cache, start, layers)
     return self._head(h), KVCache(k, v, start + t, cache.valid)
 
 

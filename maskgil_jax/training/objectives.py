@@ -37,11 +37,14 @@ OBJECTIVES = ("mar", "ar", "joint")
 def cross_entropy(logits, targets, label_smoothing: float = 0.0):
   """Per-position CE [...] of fp32 logits [..., V], smoothed as torch's CrossEntropyLoss:
   (1 - eps) * nll(target) + eps * mean over classes of nll(class)."""
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+  # from the log-normaliser alone: -log p(y) = lse - z_y and -mean(log p) = lse - mean(z), so
+  # no [.., V] log-probability array is built besides the logits themselves
+  logits = logits.astype(jnp.float32)
+  lse = jax.nn.logsumexp(logits, axis=-1)
+  nll = lse - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
   if label_smoothing == 0.0:
     return nll
-  return (1.0 - label_smoothing) * nll - label_smoothing * jnp.mean(logp, axis=-1)
+  return (1.0 - label_smoothing) * nll + label_smoothing * (lse - jnp.mean(logits, axis=-1))
 
 
 def drop_labels(key, batch, rate: float, null_label: int):
