@@ -173,3 +173,40 @@ class Upsample(nnx.Module):
   def __call__(self, x):
     x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
     return self.conv(x)
+
+
+class ResolutionLevel(nnx.Module):
+  """One resolution level of a tokenizer's encoder or decoder: `n_res` res blocks, attention
+  after each when `attention` (`attn`), then `downsample` / `upsample` as `resample` says.
+
+  The res blocks are stored under `blocks_name`, the reference's own key for them ('res' in
+  LlamaGen's VQ, 'block' in taming's VQGAN), so one module serves both name tables."""
+
+  def __init__(self, in_ch: int, out_ch: int, n_res: int, *, attention: bool, resample,
+               dropout: float, kw: dict, blocks_name: str = "res"):
+    blocks, attn = [], []
+    for _ in range(n_res):
+      blocks.append(ResnetBlock(in_ch, out_ch, dropout=dropout, **kw))
+      in_ch = out_ch
+      if attention:
+        attn.append(AttnBlock(out_ch, **kw))
+    self.blocks_name = blocks_name
+    setattr(self, blocks_name, nnx.List(blocks))
+    self.attn = nnx.List(attn)
+    self.resample = resample
+    if resample == "down":
+      self.downsample = Downsample(out_ch, **kw)
+    elif resample == "up":
+      self.upsample = Upsample(out_ch, **kw)
+
+  def __call__(self, h, rng=None, remat: bool = False):
+    for i, block in enumerate(getattr(self, self.blocks_name)):
+      h = run_block(block, h, remat, block_rng(rng, i))
+      if len(self.attn):
+        h = run_block(self.attn[i], h, remat)
+    if self.resample == "down":
+      h = self.downsample(h)
+    elif self.resample == "up":
+      h = self.upsample(h)
+    return h
+

@@ -16,40 +16,18 @@ from __future__ import annotations
 
 from flax import nnx
 
-from maskgil_jax.models.layers_conv import (AttnBlock, Conv2d, Downsample, GroupNorm,
-                                            ResnetBlock, Upsample, block_rng, run_block, swish)
+from maskgil_jax.models.layers_conv import (AttnBlock, Conv2d, GroupNorm, ResnetBlock,
+                                            ResolutionLevel, block_rng, run_block, swish)
 
 
-class Level(nnx.Module):
+class Level(ResolutionLevel):
   """One resolution level: `block` (res blocks), `attn` (one after each block, or none), then
   `downsample` (encoder) or `upsample` (decoder) unless `resample` is None."""
 
   def __init__(self, in_ch: int, out_ch: int, n_res: int, *, attention: bool, resample,
                dropout: float, kw: dict):
-    blocks, attn = [], []
-    for _ in range(n_res):
-      blocks.append(ResnetBlock(in_ch, out_ch, dropout=dropout, **kw))
-      in_ch = out_ch
-      if attention:
-        attn.append(AttnBlock(out_ch, **kw))
-    self.block = nnx.List(blocks)
-    self.attn = nnx.List(attn)
-    self.resample = resample
-    if resample == "down":
-      self.downsample = Downsample(out_ch, **kw)
-    elif resample == "up":
-      self.upsample = Upsample(out_ch, **kw)
-
-  def __call__(self, h, rng=None, remat: bool = False):
-    for i, block in enumerate(self.block):
-      h = run_block(block, h, remat, block_rng(rng, i))
-      if len(self.attn):
-        h = run_block(self.attn[i], h, remat)
-    if self.resample == "down":
-      h = self.downsample(h)
-    elif self.resample == "up":
-      h = self.upsample(h)
-    return h
+    super().__init__(in_ch, out_ch, n_res, attention=attention, resample=resample,
+                     dropout=dropout, kw=kw, blocks_name="block")
 
 
 class Mid(nnx.Module):

@@ -28,8 +28,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from maskgil_jax.configlib import ConfigError
-from maskgil_jax.models.layers_conv import (AttnBlock, Conv2d, Downsample, GroupNorm,
-                                            ResnetBlock, Upsample, block_rng, run_block, swish)
+from maskgil_jax.models.layers_conv import (AttnBlock, Conv2d, GroupNorm, ResnetBlock,
+                                            ResolutionLevel, block_rng, run_block, swish)
 from maskgil_jax.models import magvit2, taming
 from maskgil_jax.models.quantizers import LookupFreeQuantizer, VectorQuantizer
 
@@ -121,37 +121,15 @@ class TokenizerSpec:
     return 2 ** (len(self.ch_mult) - 1)
 
 
-class ConvBlock(nnx.Module):
+class ConvBlock(ResolutionLevel):
   """One resolution level: res blocks (`res`), attention after each when at the lowest
   resolution (`attn`), then `downsample` (encoder) or `upsample` (decoder) unless last."""
 
   def __init__(self, in_ch: int, out_ch: int, n_res: int, *, attention: bool, resample,
                rngs: nnx.Rngs, dropout: float, dtype, param_dtype):
-    kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-    res, attn = [], []
-    for _ in range(n_res):
-      res.append(ResnetBlock(in_ch, out_ch, dropout=dropout, **kw))
-      in_ch = out_ch
-      if attention:
-        attn.append(AttnBlock(out_ch, **kw))
-    self.res = nnx.List(res)
-    self.attn = nnx.List(attn)
-    self.resample = resample
-    if resample == "down":
-      self.downsample = Downsample(out_ch, **kw)
-    elif resample == "up":
-      self.upsample = Upsample(out_ch, **kw)
-
-  def __call__(self, h, rng=None, remat: bool = False):
-    for i, block in enumerate(self.res):
-      h = run_block(block, h, remat, block_rng(rng, i))
-      if len(self.attn):
-        h = run_block(self.attn[i], h, remat)
-    if self.resample == "down":
-      h = self.downsample(h)
-    elif self.resample == "up":
-      h = self.upsample(h)
-    return h
+    super().__init__(in_ch, out_ch, n_res, attention=attention, resample=resample,
+                     dropout=dropout, blocks_name="res",
+                     kw=dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype))
 
 
 def _mid(channels: int, kw: dict, dropout: float) -> nnx.List:
