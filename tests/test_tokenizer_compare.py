@@ -62,3 +62,26 @@ def test_vq_compare_command(fixtures_dir, tmp_path, capsys):
       "compare.json", "compare.md", "compare.png"]
   assert vq.main(argv) == 2  # the folder is there now: --overwrite is needed
   assert "--overwrite" in capsys.readouterr().err
+
+
+def test_lpips_and_rfid_when_their_weights_are_given(fixtures_dir, tmp_path):
+  """LPIPS (VGG16 + heads files) and rFID (FID Inception file) are measured when their weights
+  are given: finite and positive for a random tokenizer's reconstructions, while the same LPIPS
+  of the images against themselves is 0."""
+  from test_inception import recipe_weights
+  from test_vq_losses import lpips_files
+  from maskgil_jax.interop import torch_io
+  from maskgil_jax.interop.vq_names import load_lpips
+  lpips_paths, _, _ = lpips_files(tmp_path, widths=(64, 128, 256, 512, 512))  # VGG16's own
+  inception = tmp_path / "inception.safetensors"
+  torch_io.save_state_dict(recipe_weights(fixtures_dir / "fid_inception_keys.txt"), inception)
+  tokenizers = [tc.Named("taming", str(fixtures_dir / "taming_vqgan_tiny.pt"), "tiny_taming")]
+  summary = tc.compare(tokenizers, tc.DEMO, tmp_path / "out", limit=8, batch_size=4,
+                       figure_count=2, lpips_weights=",".join(lpips_paths),
+                       inception=str(inception))
+  r = summary["tokenizers"]["taming"]
+  assert np.isfinite(r["lpips"]) and r["lpips"] > 0
+  assert np.isfinite(r["rfid"]) and r["rfid"] >= 0
+  pixels = tc.load_images(tc.DEMO, limit=8)
+  lpips = load_lpips(",".join(lpips_paths))
+  np.testing.assert_allclose(tc._lpips(lpips, pixels, pixels, 4), 0.0, atol=1e-6)

@@ -21,17 +21,17 @@ from test_vq_model import rngs
 WIDTHS = (8, 8, 16, 16, 16)  # VGG16's layout with narrow layers, so CPU tests stay fast
 
 
-def lpips_files(tmp_path, seed=0):
+def lpips_files(tmp_path, seed=0, widths=WIDTHS):
   """A torchvision-layout VGG file (with a classifier to ignore) and an LPIPS heads file."""
   rng = np.random.default_rng(seed)
   vgg, heads, in_ch = {}, {}, 3
-  for indices, width in zip(VGG16_SLICES, WIDTHS):
+  for indices, width in zip(VGG16_SLICES, widths):
     for i in indices:
       vgg[f"features.{i}.weight"] = rng.normal(0, np.sqrt(2 / (9 * in_ch)), (width, in_ch, 3, 3))
       vgg[f"features.{i}.bias"] = rng.normal(0, 0.1, (width,))
       in_ch = width
   vgg["classifier.0.weight"] = rng.normal(size=(4, 4))
-  for k, width in enumerate(WIDTHS):
+  for k, width in enumerate(widths):
     heads[f"lin{k}.model.1.weight"] = np.abs(rng.normal(0, 0.1, (1, width, 1, 1)))
   vgg = {k: v.astype(np.float32) for k, v in vgg.items()}
   heads = {k: v.astype(np.float32) for k, v in heads.items()}
