@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from maskgil_jax.data.demo_set import demo_class_names, load_demo
-from maskgil_jax.data.sources import DataError
+from maskgil_jax.data.demo_set import demo_class_names
+from maskgil_jax.data.sources import DemoSource
 
 TRAIN_TEMPLATES = ("a photo of a {}", "a picture of a {}", "an image of a {}",
                    "a {} on a black background", "a small grey {}", "a {}")
@@ -42,22 +42,10 @@ def portrait(record: int) -> bool:
   return record % 2 == 1
 
 
-class DemoCaptionSource:
+class DemoCaptionSource(DemoSource):
   """The demo subset ('train' or held-out 'test') with template captions, in memory."""
 
   skipped_empty = 0
-
-  def __init__(self, split: str):
-    try:
-      self.images, self.labels = load_demo(split)
-    except ValueError as e:
-      raise DataError(f"data.split: {e}") from e
-
-  def __len__(self) -> int:
-    return len(self.labels)
-
-  def __getitem__(self, index: int) -> int:
-    return index
 
   def load(self, record: int) -> tuple[np.ndarray, tuple[str, ...]]:
     pixels = self.images[record]
