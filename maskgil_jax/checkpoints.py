@@ -31,7 +31,7 @@ from etils import epath
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from maskgil_jax import __version__
+from maskgil_jax import __version__, cli
 from maskgil_jax.interop import tokenizer_names
 from maskgil_jax.interop.torch_io import CheckpointError, load_state_dict
 from maskgil_jax.models.vq import TokenizerSpec, VQModel
@@ -192,26 +192,41 @@ class MissingDataPosition(FileNotFoundError):
   """A step without this process's data position: damage unless a restart is asked for."""
 
 
-def _data_position(root: epath.Path, step: int, data_iter, restart_data: bool):
-  """grain restore args for this process's saved data position.
+def _data_position(root: epath.Path, step: int, restart_data: bool) -> dict | None:
+  """This process's saved data position (the data iterator's state) at `step`.
 
-  A missing position file makes the step unusable (`MissingDataPosition`, so the previous step
-  is tried like for any damaged one): resuming parameters with a restarted stream would
-  silently train on other data than the uninterrupted run. With `restart_data` (a deliberate
-  choice, e.g. another number of processes than the one that saved) a missing position starts
-  the stream from its beginning instead, with a warning, and None is returned; a position that
-  is there is always used.
+  The position is the global batch the stream stands at (data/global_batches.py), the same in
+  every process's file, so a step saved by another number of processes is read from its files
+  (process 0 takes over the sum of their unreadable-image counts). A step without any position
+  file is unusable (`MissingDataPosition`, so the previous step is tried like for any damaged
+  one): resuming parameters with a restarted stream would silently train on other data than
+  the uninterrupted run. With `restart_data` (a deliberate choice) a missing position starts
+  the stream from its beginning instead, with a warning, and None is returned.
   """
-  import grain.checkpoint
+  from maskgil_jax.data.global_batches import POSITION_KEY
+  from maskgil_jax.data.unreadable import UNREADABLE_KEY
+  folder = root / str(step) / "data_iter"
   name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
-  if (root / str(step) / "data_iter" / name).exists():
-    return grain.checkpoint.CheckpointRestore(data_iter)
+  if (folder / name).exists():
+    return json.loads((folder / name).read_text())
+  saved = sorted(folder.glob("process_*-of-*.json")) if folder.exists() else []
+  if saved:
+    states = [json.loads(p.read_text()) for p in saved]
+    positions = {s.get(POSITION_KEY) for s in states}
+    if len(positions) != 1 or None in positions:
+      raise MissingDataPosition(f"the data positions in {folder} disagree or are not global "
+                                f"batch counts ({sorted(map(str, positions))})")
+    total = sum(int(s.get(UNREADABLE_KEY, 0)) for s in states)
+    cli.notice("data position of another number of processes (%s): global batch %d",
+               saved[0].name.split("-of-")[1].removesuffix(".json"), positions.pop() or 0)
+    return {POSITION_KEY: states[0][POSITION_KEY],
+            UNREADABLE_KEY: total if jax.process_index() == 0 else 0}
   if restart_data:
     logging.warning("%s/%s holds no data position %s; config.ckpt.restart_data: the data "
                     "stream starts from its beginning", root, step, name)
     return None
   raise MissingDataPosition(
-      f"no data position data_iter/{name} (saved by another number of processes, or lost); "
+      f"no data position in data_iter/ (lost or deleted); "
       "set config.ckpt.restart_data=True to resume with the data stream restarted")
 
 
@@ -242,12 +257,11 @@ def restore_state(manager: ocp.CheckpointManager, abstract_state, data_iter=None
         raise FileNotFoundError("no state item")
       # readable but not for this model: an error, since falling back would hide it
       _check_fits(stored, target, f"{root}/{s}")
-      position = (_data_position(root, s, data_iter, restart_data) if data_iter is not None
-                  else None)
-      if position is not None:
-        items["data_iter"] = position
+      position = (_data_position(root, s, restart_data) if data_iter is not None else None)
       restored = manager.restore(s, args=ocp.args.Composite(**items))
       state = from_nested(restored["state"], abstract_state, source=f"{root}/{s}")
+      if position is not None:
+        data_iter.set_state(position)
     except CheckpointError:
       raise
     except Exception as e:  # orbax/tensorstore raise many types for damaged files

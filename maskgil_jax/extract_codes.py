@@ -34,7 +34,7 @@ from maskgil_jax.configlib import ConfigError
 from maskgil_jax.configlib.base import mesh_config
 from maskgil_jax.data import code_shards, preprocess
 from maskgil_jax.data.pipelines import check_data
-from maskgil_jax.data.skipping import Unreadable
+from maskgil_jax.data.unreadable import Unreadable
 from maskgil_jax.data.sources import open_image_source
 from maskgil_jax.checkpoints import load_tokenizer
 from maskgil_jax.models.vq import VQModel, encode

@@ -94,7 +94,7 @@ def test_bucketed_batches_have_one_shape_each_skip_unreadable_and_resume_exactly
     assert set(batch) == {"image", "text_ids", "text_mask"}
     shapes.append(batch["image"].shape)
   assert {(1, 8, 8, 3), (1, 8, 4, 3), (1, 4, 8, 3)} == set(shapes)
-  assert data.skipped_images(it) == 1  # broken.png, in the square bucket
+  assert data.unreadable_images(it) == 1  # broken.png, in the square bucket
   state = it.get_state()
   ahead = [next(it) for _ in range(5)]
   again = data.make_pipeline(c.data, batch_size=1, seed=3, text=c.text)

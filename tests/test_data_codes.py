@@ -8,7 +8,7 @@ from PIL import Image
 from maskgil_jax.configlib import base_config
 from maskgil_jax.data import code_shards, preprocess
 from maskgil_jax.data.pipelines import make_pipeline
-from maskgil_jax.data.skipping import skipped_images
+from maskgil_jax.data.unreadable import unreadable_images
 from maskgil_jax.data.sources import DataError, FolderSource
 
 SOLO = dict(process_index=0, process_count=1)
@@ -81,7 +81,7 @@ def test_record_round_trip_and_dtype():
     code_shards.encode_record(0, 0, codes[:2], META)
 
 
-def test_corrupt_records_are_skipped_and_unfinished_shards_ignored(tmp_path):
+def test_corrupt_records_are_replaced_and_unfinished_shards_ignored(tmp_path):
   meta = dataclasses.replace(META, views=1, num_images=3)
   code_shards.write_meta(tmp_path, meta)
   good = [code_shards.encode_record(i, i, np.full((1, 8, 8), i), meta) for i in range(3)]
@@ -90,8 +90,8 @@ def test_corrupt_records_are_skipped_and_unfinished_shards_ignored(tmp_path):
   assert [p.name for p in code_shards.list_shards(tmp_path)] == [code_shards.shard_name(0, 3)]
   it = make_pipeline(data_config(name="codes", path=str(tmp_path)), 1, 0, shuffle=False,
                      num_epochs=1, **SOLO)
-  assert [int(b["label"][0]) for b in it] == [0, 2]
-  assert skipped_images(it) == 1
+  assert [int(b["label"][0]) for b in it] == [0, 2, 2]  # the short record takes the next one
+  assert unreadable_images(it) == 1
 
 
 def test_code_folder_errors_name_the_problem(tmp_path):

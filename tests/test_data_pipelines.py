@@ -9,7 +9,7 @@ from PIL import Image
 
 from maskgil_jax.configlib import base_config
 from maskgil_jax.data.pipelines import make_pipeline
-from maskgil_jax.data.skipping import skipped_images
+from maskgil_jax.data.unreadable import unreadable_images
 from maskgil_jax.data.sources import DataError
 
 SOLO = dict(process_index=0, process_count=1)
@@ -91,32 +91,67 @@ def test_epochs_are_reshuffled_and_cover_everything(tmp_path):
   assert not np.array_equal(first, second)
 
 
-def test_processes_read_disjoint_shares_of_the_data(tmp_path):
+def test_processes_read_their_rows_of_the_same_global_batches(tmp_path):
+  """Any number of processes sees one stream: process p's rows of global batch k are rows
+  [p * B/n, (p+1) * B/n) of what one process reads, shuffled and repeated alike."""
   cfg = data_config(name="folder", path=str(write_folder(tmp_path)))
-  seen = []
-  for p in range(3):
-    it = make_pipeline(cfg, batch_size=6, seed=0, shuffle=False, num_epochs=1,
-                       process_index=p, process_count=3)
-    batches = list(it)
-    assert len(batches) == 3 and all(b["image"].shape[0] == 2 for b in batches)
-    seen.append(np.concatenate([ids(b) for b in batches]))
-  assert sorted(np.concatenate(seen)) == all_ids()
+  one = np.stack([ids(b) for b in take(make_pipeline(cfg, batch_size=6, seed=0, **SOLO), 5)])
+  for n in (2, 3):
+    parts = [np.stack([ids(b) for b in take(make_pipeline(
+        cfg, batch_size=6, seed=0, process_index=p, process_count=n), 5)]) for p in range(n)]
+    np.testing.assert_array_equal(np.concatenate(parts, axis=1), one)
   with pytest.raises(DataError, match="batch_size: 7 must be a positive multiple"):
     make_pipeline(cfg, batch_size=7, seed=0, process_index=0, process_count=3)
 
 
-def test_unreadable_images_are_skipped_counted_and_reported(tmp_path, caplog):
+def test_a_position_saved_by_two_processes_resumes_on_one_and_on_three(tmp_path):
+  cfg = data_config(name="folder", path=str(write_folder(tmp_path)), read_threads=2)
+  straight = [ids(b) for b in take(make_pipeline(cfg, batch_size=6, seed=2, **SOLO), 7)]
+  two = [make_pipeline(cfg, batch_size=6, seed=2, process_index=p, process_count=2)
+         for p in range(2)]
+  for it in two:
+    take(it, 4)
+  states = [json.loads(json.dumps(it.get_state())) for it in two]
+  assert states[0] == states[1]  # the position is global: the same in every process's file
+  resumed = make_pipeline(cfg, batch_size=6, seed=2, **SOLO)
+  resumed.set_state(states[0])
+  for want, got in zip(straight[4:], take(resumed, 3)):
+    np.testing.assert_array_equal(ids(got), want)
+  thirds = [make_pipeline(cfg, batch_size=6, seed=2, process_index=p, process_count=3)
+            for p in range(3)]
+  for it in thirds:
+    it.set_state(states[0])
+  rows = np.concatenate([np.stack([ids(b) for b in take(it, 3)]) for it in thirds], axis=1)
+  np.testing.assert_array_equal(rows, np.stack(straight[4:]))
+
+
+def test_unreadable_images_are_replaced_by_the_next_readable_counted_and_reported(
+    tmp_path, caplog):
   root = write_folder(tmp_path, per_class=3, classes=("a", "b"))
   (root / "a" / "garbage.jpg").write_bytes(b"not an image at all")
   good = (root / "b" / "0.png").read_bytes()
   (root / "b" / "truncated.png").write_bytes(good[: len(good) // 2])
   cfg = data_config(name="folder", path=str(root))
-  with caplog.at_level(logging.WARNING, logger="maskgil_jax.data.skipping"):
+  with caplog.at_level(logging.WARNING, logger="maskgil_jax.data.unreadable"):
     it = make_pipeline(cfg, batch_size=2, seed=0, shuffle=False, num_epochs=1, **SOLO)
     batches = list(it)
-  assert sorted(np.concatenate([ids(b) for b in batches])) == [1, 2, 3, 11, 12, 13]
-  assert skipped_images(it) == 2
+  # source order 1 2 3 garbage 11 12 13 truncated: garbage takes the next readable image, the
+  # last one (nothing after it) the one before it; every batch keeps its shape
+  assert np.concatenate([ids(b) for b in batches]).tolist() == [1, 2, 3, 11, 11, 12, 13, 13]
+  assert all(set(b) == {"image", "label"} for b in batches)
+  assert unreadable_images(it) == 2
   assert "garbage.jpg" in caplog.text and "truncated.png" in caplog.text
+
+
+def test_a_stream_of_nothing_but_unreadable_images_is_an_error(tmp_path):
+  from maskgil_jax.data.unreadable import TooManyUnreadable
+  (tmp_path / "a").mkdir()
+  for i in range(3):
+    (tmp_path / "a" / f"{i}.png").write_bytes(b"broken")
+  it = make_pipeline(data_config(name="folder", path=str(tmp_path)), batch_size=2, seed=0,
+                     **SOLO)
+  with pytest.raises(TooManyUnreadable, match="unreadable"):
+    next(it)
 
 
 def test_worker_processes_resume_and_count_skips(tmp_path):
@@ -127,7 +162,7 @@ def test_worker_processes_resume_and_count_skips(tmp_path):
   take(it, 4)
   saved = it.get_state()
   expected = take(it, 4)
-  skipped = skipped_images(it)
+  skipped = unreadable_images(it)
   it.close()
   assert skipped >= 1
   fresh = make_pipeline(cfg, batch_size=2, seed=0, **SOLO)
@@ -159,5 +194,5 @@ def test_bad_sources_fail_with_the_field_named(tmp_path):
     make_pipeline(data_config(split="validation"), 2, 0, **SOLO)
   with pytest.raises(DataError, match="data.fit"):
     make_pipeline(data_config(fit="stretch"), 2, 0, **SOLO)
-  with pytest.raises(DataError, match="smaller than one batch"):
+  with pytest.raises(DataError, match="smaller than one global batch of 4096"):
     make_pipeline(data_config(split="test"), 4096, 0, num_epochs=1, **SOLO)

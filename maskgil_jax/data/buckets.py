@@ -4,11 +4,12 @@
 downsampling (checked by `configlib.finalize`). When the pipeline is built, every image goes
 to the bucket nearest its aspect ratio (|log(w/h) - log(bw/bh)| smallest, read from the image
 header only), and is later resized to cover the bucket and centre-cut (`preprocess.fit`).
-Each bucket is its own shuffled, repeated, batched stream; the streams are interleaved batch by
-batch with weights proportional to the buckets' image counts over all processes, so every
-global batch comes from one bucket (every process picks the same one: the interleaving is a
-deterministic function of the weights and the batch number), no batch is padded beyond its
-bucket, and the bucket sequence is part of the iterator state saved with each checkpoint.
+Each bucket is its own shuffled, repeated stream cut into global batches; the streams are
+interleaved global batch by global batch with weights proportional to the buckets' image counts
+(grain's `MapDataset.mix`: the bucket of global batch k is a deterministic function of k and
+the weights), so every global batch comes from one bucket, every process reads its rows of the
+same one, no batch is padded beyond its bucket, and the checkpointed position (the global batch
+number) fixes the bucket sequence too.
 """
 from __future__ import annotations
 

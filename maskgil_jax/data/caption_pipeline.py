@@ -6,12 +6,14 @@ for the frozen T5 or pre-extracted features.
      'text_ids': int32 [B, P], 'text_mask': int32 [B, P]}      (T5 encodes them in the step)
      or 'caption': float32 [B, P, C], 'caption_mask': bool [B, P]   (data.text_features)
 
-The graph per bucket is the class pipeline's (`pipelines.py`): this process's share of the
-bucket's records -> shuffle -> repeat -> per example: read, fit to the bucket, flip, draw a
-caption -> reader threads -> skip unreadable (counted) -> batch; then the buckets are
-interleaved batch by batch (`buckets.py`). Everything random is a function of (seed, epoch,
-position), so on-the-fly text and pre-extracted features see the same captions in the same
-order, and `get_state()` resumes exactly.
+The graph per bucket is the class pipeline's (`pipelines.process_batches`): the bucket's
+records -> shuffle -> repeat -> per example: read, fit to the bucket, flip, draw a caption ->
+unreadable ones replaced (counted) -> this process's rows of each global batch -> batch; then
+the buckets' global batches are interleaved (`buckets.py`, grain's `MapDataset.mix`: global
+batch k's bucket is a function of k and the bucket sizes). Everything random is a function of
+(seed, epoch, position), the same for every number of processes, so on-the-fly text and
+pre-extracted features see the same captions in the same order, and the iterator resumes
+exactly from its global batch.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import numpy as np
 
 from maskgil_jax.data import buckets as buckets_lib
 from maskgil_jax.data import preprocess
-from maskgil_jax.data.skipping import SkipUnreadableIterDataset, Unreadable
+from maskgil_jax.data.unreadable import Unreadable
 from maskgil_jax.data.sources import DataError
 
 
@@ -64,10 +66,11 @@ class CaptionExample(grain.transforms.RandomMap):
     return {"image": image, "text_ids": ids, "text_mask": mask}
 
 
-def caption_dataset(source, data, text_cfg, per_process: int, seed: int, process_index: int,
-                    process_count: int, shuffle: bool, num_epochs):
-  """The interleaved per-bucket batched dataset (module doc); `source` is opened already."""
-  from maskgil_jax.data.pipelines import pipeline_seeds, process_share
+def caption_dataset(source, data, text_cfg, batch_size: int, seed: int, process_index: int,
+                    process_count: int, shuffle: bool, num_epochs) -> grain.MapDataset:
+  """The per-bucket global batches, interleaved (module doc); `source` is opened already.
+  Element k: this process's rows of global batch k."""
+  from maskgil_jax.data.pipelines import pipeline_seeds, process_batches
   buckets = buckets_lib.as_buckets(data.get("buckets") or [(data.image_size, data.image_size)])
   if data.ten_crop:
     raise DataError("data.ten_crop: caption pipelines cut one bucket-shaped view (set False)")
@@ -88,30 +91,23 @@ def caption_dataset(source, data, text_cfg, per_process: int, seed: int, process
   assignment = (buckets_lib.assign(source, buckets) if len(buckets) > 1
                 else np.zeros(len(source), np.int32))
   shuffle_seed, example_seed = pipeline_seeds(seed)
-  streams, weights = {}, {}
+  streams, weights = [], []
   for b, size in enumerate(buckets):
     indices = np.nonzero(assignment == b)[0]
     if len(indices) == 0:
       continue
-    ds = grain.MapDataset.source(buckets_lib.Subset(source, indices))
-    ds = process_share(ds, process_index, process_count)
-    if len(ds) == 0:  # every process must interleave the same buckets
+    if num_epochs is not None and len(indices) * num_epochs < batch_size:
       raise DataError(f"data.buckets: bucket {buckets_lib.bucket_name(size)} has "
-                      f"{len(indices)} images, fewer than the {process_count} processes")
-    if shuffle:
-      ds = ds.shuffle(seed=shuffle_seed + b)
-    if num_epochs != 1:
-      ds = ds.repeat(num_epochs)
-    ds = ds.random_map(CaptionExample(source, data, size, text_cfg, features),
-                       seed=example_seed + b)
-    it = ds.to_iter_dataset(grain.ReadOptions(
-        num_threads=data.read_threads,
-        prefetch_buffer_size=max(2 * per_process, data.read_threads)))
-    name = buckets_lib.bucket_name(size)
-    streams[name] = SkipUnreadableIterDataset(it).batch(per_process, drop_remainder=True)
-    weights[name] = float(len(indices))  # global counts: every process interleaves alike
+                      f"{len(indices)} images x {num_epochs} epochs, less than one global "
+                      f"batch of {batch_size}")
+    streams.append(process_batches(
+        grain.MapDataset.source(buckets_lib.Subset(source, indices)),
+        CaptionExample(source, data, size, text_cfg, features),
+        (shuffle_seed + b, example_seed + b), batch_size, process_index, process_count,
+        shuffle, num_epochs))
+    weights.append(float(len(indices)))  # every global batch is one bucket's, alike everywhere
   if not streams:
     raise DataError(f"data.buckets: no image of {data.name} falls in any bucket")
   if len(streams) == 1:
-    return next(iter(streams.values()))
-  return grain.IterDataset.mix(streams, weights)
+    return streams[0]
+  return grain.MapDataset.mix(streams, weights)

@@ -8,7 +8,8 @@ the image header only, to pick the aspect bucket), `captions_of(record)` (withou
 for `extract_text`) and `describe(record)`. An image may have
 several captions (lines of its `.txt`, a list in the manifest, TFDS's caption list): the
 example transform draws one per epoch. Images whose captions are all empty are dropped when the
-source is opened and counted in `skipped_empty`; a source left with no captioned image is a
+source is opened and counted in `skipped_empty` (a TFDS set is not scanned: its empty examples
+are skipped when read, see `TfdsCaptionSource`); a source left with no captioned image is a
 `DataError` naming the field.
 """
 from __future__ import annotations
@@ -146,13 +147,45 @@ class CaptionJsonlSource(_ListedCaptions):
 
 class TfdsCaptionSource:
   """A TFDS dataset (ArrayRecord) with an image and a caption feature; `caption_key` is the
-  feature path, e.g. 'captions/text' for `coco_captions` (several captions per image)."""
+  feature path, e.g. 'captions/text' for `coco_captions` (about five captions per image).
+
+  The key is checked against the dataset's features when the source opens, so a typo, a group
+  of features ('captions') or a non-text feature ('image/id') is one error naming
+  `data.caption_key` and the text features there are, instead of a failure inside a reader
+  thread or numbers trained on as captions. The dataset is not scanned when it opens (that
+  would read every record, images included): an example whose captions are all empty is skipped
+  when it is read and counted with the unreadable images (`data.skipped_images`, logged with the
+  reason "no non-empty caption"), so `skipped_empty`, the images dropped at open, stays 0.
+  """
 
   def __init__(self, name: str, split: str, data_dir: str, caption_key: str):
     from maskgil_jax.data.sources import TfdsSource
     self.inner = TfdsSource(name, split, data_dir)
     self.name, self.split, self.caption_key = name, split, caption_key
-    self.skipped_empty = 0  # counted when an example is read (the dataset is not scanned)
+    self.skipped_empty = 0
+    self.keys = self._resolve(caption_key)  # the nested dict keys of the caption feature
+
+  def _resolve(self, caption_key: str) -> tuple[str, ...]:
+    """The caption feature's keys in an example; DataError unless it is one text feature."""
+    info = getattr(self.inner.source, "dataset_info", None)
+    features = getattr(info, "features", None)
+    # the declared features; a data source without them (a test's list) shows its first example
+    tree = features.get_tensor_info() if features is not None else self.inner.source[0]
+    leaves, groups = {}, {}
+    _walk(tree, (), leaves, groups)
+    text = sorted(k for k, (_, leaf) in leaves.items() if _is_text(leaf))
+    where = (f"data.caption_key: {caption_key!r} in {self.name}: the text features are "
+             f"{text or 'none'}")
+    if caption_key in groups:
+      raise DataError(f"{where}; {caption_key!r} is a group of features "
+                      f"({', '.join(groups[caption_key])}): name the text one")
+    if caption_key not in leaves:
+      raise DataError(f"data.caption_key: {caption_key!r} is not a feature of {self.name} "
+                      f"(text features: {text or 'none'}; all: {sorted(leaves)})")
+    keys, leaf = leaves[caption_key]
+    if not _is_text(leaf):
+      raise DataError(f"{where}; {caption_key!r} is not text")
+    return keys
 
   def __len__(self) -> int:
     return len(self.inner)
@@ -162,12 +195,9 @@ class TfdsCaptionSource:
 
   def _captions(self, example) -> tuple[str, ...]:
     value = example
-    for part in self.caption_key.split("/"):
-      if not isinstance(value, dict) or part not in value:
-        raise DataError(f"data.caption_key: {self.caption_key!r} is not a feature of "
-                        f"{self.name} (features: {sorted(example)})")
-      value = value[part]
-    return clean_captions(list(np.asarray(value).reshape(-1)))
+    for key in self.keys:
+      value = value[key]
+    return clean_captions(list(np.asarray(value, dtype=object).reshape(-1)))
 
   def load(self, record) -> tuple[np.ndarray, tuple[str, ...]]:
     _, example = record
@@ -184,6 +214,28 @@ class TfdsCaptionSource:
 
   def describe(self, record) -> str:
     return f"{self.name}/{self.split} example {record[0]}"
+
+
+def _walk(tree, keys: tuple[str, ...], leaves: dict, groups: dict) -> None:
+  """Fills leaves {'a/b': (keys, leaf)} and groups {'a': ['a/b', ...]} of a nested dict. TFDS
+  keys may hold '/' themselves ('image/id' in coco_captions), so the joined path is the name."""
+  for k, v in tree.items():
+    path = keys + (k,)
+    name = "/".join(path)
+    if isinstance(v, dict):
+      groups[name] = []
+      _walk(v, path, leaves, groups)
+      groups[name] = sorted(n for n in leaves if n.startswith(name + "/"))
+    else:
+      leaves[name] = (path, v)
+
+
+def _is_text(leaf) -> bool:
+  """A declared TFDS feature (TensorInfo) or an example's value holding strings."""
+  if hasattr(leaf, "np_dtype"):
+    return np.dtype(leaf.np_dtype).kind in "OSU"
+  values = list(np.asarray(leaf, dtype=object).reshape(-1))
+  return all(isinstance(v, (bytes, str)) for v in values)
 
 
 def open_caption_source(data):

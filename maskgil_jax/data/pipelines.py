@@ -6,16 +6,19 @@
 
 B is the per-process batch (global batch / process count). The graph, in order:
 
-  source -> this process's share [i::n] -> shuffle (reshuffled every epoch) -> repeat
+  source -> shuffle (reshuffled every epoch) -> repeat
   -> per example: read, decode, fit, draw one view (random, seeded by seed and position)
-  -> reader threads -> drop unreadable examples (counted) -> batch (remainder dropped)
-  -> worker processes (data.num_workers > 0) -> pixels to [-1, 1] -> background prefetch
+  -> an unreadable example replaced by the next readable one (counted; unreadable.py)
+  -> this process's rows of each global batch (global_batches.py) -> batch
+  -> reader threads (a batch each) -> worker processes (data.num_workers > 0)
+  -> pixels to [-1, 1] -> background prefetch -> the position, in global batches
 
-Everything random is a function of (seed, epoch, position), so a seed fixes the stream and the
-iterator's `get_state()` (a small JSON-able dict, saved as the checkpoint item `data_iter`
-with `grain.checkpoint.CheckpointSave`) resumes it exactly. The image and code pipelines share
-the graph up to the view draw, so training on extracted codes sees the same views in the same
-order as tokenizing the images on the fly.
+Everything up to the rows is one stream for all processes, a function of (seed, position):
+the global batches do not depend on the number of processes, threads or workers. The
+iterator's `get_state()` (a small JSON-able dict: global batches taken, unreadable images
+met; the checkpoint item `data_iter`) resumes it exactly, on any number of processes. The
+image and code pipelines share the graph up to the view draw, so training on extracted codes
+sees the same views in the same order as tokenizing the images on the fly.
 """
 from __future__ import annotations
 
@@ -24,7 +27,8 @@ import numpy as np
 
 from maskgil_jax.data import preprocess
 from maskgil_jax.data.code_shards import CodeShardSource
-from maskgil_jax.data.skipping import SkipUnreadableIterDataset, Unreadable
+from maskgil_jax.data.global_batches import GlobalBatchIterator, ProcessRows
+from maskgil_jax.data.unreadable import ReplaceUnreadable, Unreadable
 from maskgil_jax.data.caption_pipeline import caption_dataset
 from maskgil_jax.data.captions import CAPTION_SOURCES, open_caption_source
 from maskgil_jax.data.sources import DataError, open_image_source
@@ -107,63 +111,79 @@ def pipeline_seeds(seed: int) -> tuple[int, int]:
   return int(a), int(b)
 
 
-def process_share(ds: grain.MapDataset, process_index: int, process_count: int) -> grain.MapDataset:
-  """Process i of n reads source records i, i+n, i+2n, ...: disjoint, together everything."""
+def process_batches(ds: grain.MapDataset, example, seeds: tuple[int, int], batch_size: int,
+                    process_index: int, process_count: int, shuffle: bool,
+                    num_epochs) -> grain.MapDataset:
+  """This process's rows of every global batch of the stream over `ds` (a MapDataset of
+  records): shuffled with seeds[0] (every epoch anew), repeated, `example` (a RandomMap) drawn
+  with seeds[1] at each stream position, unreadable examples replaced. Element k is this
+  process's [batch_size / process_count] rows of global batch k."""
+  if shuffle:
+    ds = ds.shuffle(seed=seeds[0])
+  if num_epochs != 1:
+    ds = ds.repeat(num_epochs)
+  ds = ReplaceUnreadable(ds.random_map(example, seed=seeds[1]))
+  per_process = batch_size // process_count
+  return ProcessRows(ds, batch_size, process_index, process_count).batch(
+      per_process, drop_remainder=True)
+
+
+def _processes(batch_size: int, process_index, process_count) -> tuple[int, int]:
+  if process_index is None or process_count is None:
+    import jax
+    process_index, process_count = jax.process_index(), jax.process_count()
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index {process_index} out of range for {process_count} processes")
-  return ds[process_index::process_count]
+  if batch_size <= 0 or batch_size % process_count:
+    raise DataError(f"batch_size: {batch_size} must be a positive multiple of the "
+                    f"{process_count} processes")
+  return process_index, process_count
 
 
-def make_dataset(data, batch_size: int, seed: int, *, shuffle: bool = True,
-                 num_epochs: int | None = None, process_index: int | None = None,
-                 process_count: int | None = None, text=None) -> grain.IterDataset:
-  """The batched grain dataset of `config.data` for this process (see module doc).
+def make_dataset(data, batch_size: int, seed: int, *, start: int = 0,
+                 **kwargs) -> grain.IterDataset:
+  """The batched grain dataset of `config.data` for this process from global batch `start`
+  (see module doc; arguments as `batch_dataset`)."""
+  return _finish(batch_dataset(data, batch_size, seed, **kwargs), data, start)
+
+
+def batch_dataset(data, batch_size: int, seed: int, *, shuffle: bool = True,
+                  num_epochs: int | None = None, process_index: int | None = None,
+                  process_count: int | None = None, text=None) -> grain.MapDataset:
+  """Element k: this process's rows of global batch k of `config.data` (uint8 pixels).
 
   An image-caption source (data/captions.py) takes the caption graph of
   `caption_pipeline.py` (aspect buckets, text ids for `text` = config.text, or features).
 
-  batch_size is the global batch; each process gets batch_size / process_count examples per
-  batch. num_epochs=None repeats forever (training); shuffle=False with num_epochs=1 reads
-  every example once in source order (the last partial batch is dropped).
+  batch_size is the global batch; each process gets batch_size / process_count rows of each.
+  num_epochs=None repeats forever (training); shuffle=False with num_epochs=1 reads the
+  examples once in source order (the last partial global batch is dropped).
   """
-  if process_index is None or process_count is None:
-    import jax
-    process_index, process_count = jax.process_index(), jax.process_count()
-  if batch_size <= 0 or batch_size % process_count:
-    raise DataError(f"batch_size: {batch_size} must be a positive multiple of the "
-                    f"{process_count} processes")
-  per_process = batch_size // process_count
+  process_index, process_count = _processes(batch_size, process_index, process_count)
   caption_source = open_caption_source(data)
   if caption_source is not None:
     check_data(data)
     if text is None:
       raise DataError(f"data.name={data.name!r} holds captions: give the pipeline config.text")
-    it = caption_dataset(caption_source, data, text, per_process, seed, process_index,
-                         process_count, shuffle, num_epochs)
-    return _finish(it, data)
+    return caption_dataset(caption_source, data, text, batch_size, seed, process_index,
+                           process_count, shuffle, num_epochs)
   if data.get("buckets"):
     raise DataError("data.buckets: aspect buckets need an image-caption source "
                     f"({', '.join(CAPTION_SOURCES)} or a TFDS set with data.caption_key), "
                     f"not data.name={data.name!r}")
   source, example = open_source(data)
-  shuffle_seed, example_seed = pipeline_seeds(seed)
-  ds = process_share(grain.MapDataset.source(source), process_index, process_count)
-  if len(ds) == 0 or (num_epochs is not None and len(ds) * num_epochs < per_process):
-    raise DataError(f"process {process_index}'s share of the data ({len(ds)} examples x "
-                    f"{num_epochs or 'all'} epochs) is smaller than one batch of {per_process}")
-  if shuffle:
-    ds = ds.shuffle(seed=shuffle_seed)
-  if num_epochs != 1:
-    ds = ds.repeat(num_epochs)
-  ds = ds.random_map(example, seed=example_seed)
-  it = ds.to_iter_dataset(grain.ReadOptions(
-      num_threads=data.read_threads, prefetch_buffer_size=max(2 * per_process, data.read_threads)))
-  it = SkipUnreadableIterDataset(it).batch(per_process, drop_remainder=True)
-  return _finish(it, data)
+  if len(source) == 0 or (num_epochs is not None and len(source) * num_epochs < batch_size):
+    raise DataError(f"the data ({len(source)} examples x {num_epochs or 'all'} epochs) is "
+                    f"smaller than one global batch of {batch_size}")
+  return process_batches(grain.MapDataset.source(source), example, pipeline_seeds(seed),
+                         batch_size, process_index, process_count, shuffle, num_epochs)
 
 
-def _finish(it: grain.IterDataset, data) -> grain.IterDataset:
-  """Worker processes, pixels to [-1, 1], background prefetch (every graph ends so)."""
+def _finish(ds: grain.MapDataset, data, start: int) -> grain.IterDataset:
+  """From global batch `start`: reader threads, worker processes, pixels to [-1, 1],
+  background prefetch (every graph ends so)."""
+  it = ds[start:].to_iter_dataset(grain.ReadOptions(
+      num_threads=data.read_threads, prefetch_buffer_size=max(2, data.read_threads)))
   if data.num_workers > 0:
     _allow_absl_flags_unparsed()
     it = it.mp_prefetch(grain.MultiprocessingOptions(
@@ -182,6 +202,8 @@ def _allow_absl_flags_unparsed() -> None:
     flags.FLAGS.mark_as_parsed()
 
 
-def make_pipeline(data, batch_size: int, seed: int, **kwargs) -> grain.DatasetIterator:
-  """A checkpointable iterator over batches of `config.data` (arguments as `make_dataset`)."""
-  return iter(make_dataset(data, batch_size, seed, **kwargs))
+def make_pipeline(data, batch_size: int, seed: int, **kwargs) -> GlobalBatchIterator:
+  """A checkpointable iterator over batches of `config.data` (arguments as `make_dataset`):
+  its state is the global batch it stands at, so it resumes on any number of processes."""
+  ds = batch_dataset(data, batch_size, seed, **kwargs)  # data errors now, not at the first batch
+  return GlobalBatchIterator(lambda start: _finish(ds, data, start))

@@ -29,7 +29,7 @@ class FeaturesMeta:
   max_length: int
   num_records: int
   shard_size: int
-  source: str  # data.name:path:split the records are numbered in
+  source: str  # data.name:path:split[:caption_key] the records and captions are numbered in
 
   def shards(self) -> list[tuple[int, int]]:
     return [(s, min(s + self.shard_size, self.num_records))
@@ -37,7 +37,11 @@ class FeaturesMeta:
 
 
 def source_id(data) -> str:
-  return f"{data.name}:{data.path}:{data.split}"
+  """What the features were made from: a TFDS set's caption feature is part of it (another
+  `data.caption_key` numbers other captions), added only when set so folders made from the
+  other sources keep their id."""
+  key = data.get("caption_key") or ""
+  return f"{data.name}:{data.path}:{data.split}" + (f":{key}" if key else "")
 
 
 def write_meta(folder, meta: FeaturesMeta) -> None:
