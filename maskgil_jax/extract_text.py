@@ -14,7 +14,8 @@ sees exactly the features encoding on the fly would give (same captions, same le
 Run the same command on every host: host i of n writes shards i, i+n, ...; a shard appears
 only when complete and existing ones are skipped, so rerunning resumes an interrupted run.
 A folder made from another source or text setting is refused. Images whose captions are all
-empty are not in the source at all (counted when it is opened).
+empty are not in the source at all (counted when it is opened), except in a TFDS set, which
+is not scanned when it opens: there they get no features and are counted here.
 """
 from __future__ import annotations
 
@@ -68,10 +69,13 @@ def extract_text(config, out, encoder: text_encoder.TextEncoder | None = None, *
 
   mine = meta.shards()[process_index::process_count]
   todo = [s for s in mine if not text_features.shard_done(out_path, *s)]
-  captions = 0
+  captions = empty = 0
   for start, stop in tqdm(todo, disable=not progress, desc="extract text", unit="shard"):
-    items = [(r, c, caption) for r in range(start, stop)
-             for c, caption in enumerate(source.captions_of(source[r]))]
+    items = []
+    for r in range(start, stop):
+      caps = source.captions_of(source[r])
+      empty += not caps  # a TFDS source is not scanned when it opens: its empty ones show here
+      items.extend((r, c, caption) for c, caption in enumerate(caps))
     entries = []
     for i in range(0, len(items), batch_size):
       chunk = items[i:i + batch_size]
@@ -80,7 +84,7 @@ def extract_text(config, out, encoder: text_encoder.TextEncoder | None = None, *
     text_features.write_shard(out_path, start, stop, entries)
     captions += len(items)
   return dict(out=str(out_path), shards_written=len(todo), shards_present=len(mine) - len(todo),
-              captions=captions, skipped_empty=getattr(source, "skipped_empty", 0),
+              captions=captions, skipped_empty=getattr(source, "skipped_empty", 0) + empty,
               process=f"{process_index}/{process_count}")
 
 
