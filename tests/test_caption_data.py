@@ -104,12 +104,49 @@ def test_bucketed_batches_have_one_shape_each_skip_unreadable_and_resume_exactly
     np.testing.assert_array_equal(a["text_ids"], b["text_ids"])
 
 
-def test_buckets_need_a_caption_source():
+def class_folder(root):
+  """Two classes of wide and tall images (a class source for aspect buckets)."""
+  for label, name in enumerate(("ant", "bee")):
+    (root / name).mkdir(parents=True)
+    for i in range(3):
+      write_image(root / name / f"wide{i}.png", 10, 20, 40 * i + 100 * label)
+      write_image(root / name / f"tall{i}.png", 20, 10, 40 * i + 100 * label + 1)
+  return root
+
+
+def test_class_images_go_to_buckets_too_and_resume_exactly(tmp_path):
   c = configlib.load_config("tiny:maskgil")
-  c.data.buckets = ((8, 8), (8, 6))
+  c.data.update(dict(name="folder", path=str(class_folder(tmp_path / "cls")), fit="pad",
+                     buckets=((8, 8), (4, 8), (8, 4)), read_threads=0, prefetch=0))
   c = configlib.finalize(c)
-  with pytest.raises(DataError, match="data.buckets: aspect buckets need an image-caption"):
+  it = data.make_pipeline(c.data, batch_size=2, seed=1)
+  batches = [next(it) for _ in range(6)]
+  assert {b["image"].shape for b in batches} == {(2, 4, 8, 3), (2, 8, 4, 3)}  # no square image
+  assert all(set(b) == {"image", "label"} for b in batches)
+  state = it.get_state()
+  ahead = [next(it) for _ in range(4)]
+  again = data.make_pipeline(c.data, batch_size=2, seed=1)
+  again.set_state(state)
+  for a, b in zip(ahead, (next(again) for _ in range(4))):
+    np.testing.assert_array_equal(a["image"], b["image"])
+    np.testing.assert_array_equal(a["label"], b["label"])
+  c.data.name, c.data.path = "codes", str(tmp_path)
+  with pytest.raises(DataError, match="data.buckets: extracted codes have one grid"):
     data.make_pipeline(c.data, batch_size=2, seed=0)
+
+
+def test_class_models_train_on_two_buckets_with_one_compiled_step_each(tmp_path, capsys):
+  c = configlib.load_config("tiny:maskgil")
+  c.data.update(dict(name="folder", path=str(class_folder(tmp_path / "cls")), fit="pad",
+                     buckets=((8, 8), (8, 4)), read_threads=0, prefetch=0))
+  c.model.codebook_size = c.tokenizer.codebook_size = 64  # the fixture tokenizer's
+  c.tokenizer.ckpt = "tests/fixtures/llamagen_vq_tiny.safetensors"
+  c.total_steps, c.log.every_steps, c.batch_size = 3, 1, 2
+  out = train.train(configlib.finalize(c), tmp_path / "run")
+  assert out["stopped"] == "done" and np.isfinite(out["metrics"]["loss"])
+  text = "".join(capsys.readouterr())
+  assert "aspect buckets 8x8, 8x4" in text
+  assert text.count("compiled the train step for the") == 1
 
 
 def test_caption_models_train_on_two_buckets_with_one_compiled_step_each(tmp_path, capsys):

@@ -70,7 +70,7 @@ def caption_dataset(source, data, text_cfg, batch_size: int, seed: int, process_
                     process_count: int, shuffle: bool, num_epochs) -> grain.MapDataset:
   """The per-bucket global batches, interleaved (module doc); `source` is opened already.
   Element k: this process's rows of global batch k."""
-  from maskgil_jax.data.pipelines import pipeline_seeds, process_batches
+  from maskgil_jax.data.pipelines import bucket_batches
   buckets = buckets_lib.as_buckets(data.get("buckets") or [(data.image_size, data.image_size)])
   if data.ten_crop:
     raise DataError("data.ten_crop: caption pipelines cut one bucket-shaped view (set False)")
@@ -88,26 +88,7 @@ def caption_dataset(source, data, text_cfg, batch_size: int, seed: int, process_
   elif not text_cfg.encoder:
     raise DataError("text.encoder: caption data needs the T5 folder to tokenize captions (or "
                     "pre-extracted features in data.text_features)")
-  assignment = (buckets_lib.assign(source, buckets) if len(buckets) > 1
-                else np.zeros(len(source), np.int32))
-  shuffle_seed, example_seed = pipeline_seeds(seed)
-  streams, weights = [], []
-  for b, size in enumerate(buckets):
-    indices = np.nonzero(assignment == b)[0]
-    if len(indices) == 0:
-      continue
-    if num_epochs is not None and len(indices) * num_epochs < batch_size:
-      raise DataError(f"data.buckets: bucket {buckets_lib.bucket_name(size)} has "
-                      f"{len(indices)} images x {num_epochs} epochs, less than one global "
-                      f"batch of {batch_size}")
-    streams.append(process_batches(
-        grain.MapDataset.source(buckets_lib.Subset(source, indices)),
-        CaptionExample(source, data, size, text_cfg, features),
-        (shuffle_seed + b, example_seed + b), batch_size, process_index, process_count,
-        shuffle, num_epochs))
-    weights.append(float(len(indices)))  # every global batch is one bucket's, alike everywhere
-  if not streams:
-    raise DataError(f"data.buckets: no image of {data.name} falls in any bucket")
-  if len(streams) == 1:
-    return streams[0]
-  return grain.MapDataset.mix(streams, weights)
+  return bucket_batches(source, buckets,
+                        lambda size: CaptionExample(source, data, size, text_cfg, features),
+                        seed, batch_size, process_index, process_count, shuffle, num_epochs,
+                        data.name)

@@ -14,15 +14,13 @@ are skipped when read, see `TfdsCaptionSource`); a source left with no captioned
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import pathlib
 
 import numpy as np
-from PIL import Image
 
-from maskgil_jax.data.preprocess import UnreadableImage, decode_image
+from maskgil_jax.data.preprocess import UnreadableImage, decode_image, header_size
 from maskgil_jax.data.sources import IMAGE_EXTENSIONS, DataError
 
 CAPTION_SOURCES = ("caption_folder", "caption_jsonl", "demo_captions")  # or TFDS + caption_key
@@ -38,17 +36,6 @@ def clean_captions(captions) -> tuple[str, ...]:
     if c.strip():
       out.append(c.strip())
   return tuple(out)
-
-
-def header_size(path_or_bytes) -> tuple[int, int]:
-  """(height, width) from an image header without decoding the pixels; UnreadableImage if the
-  header cannot be read."""
-  try:
-    f = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else path_or_bytes
-    with Image.open(f) as img:
-      return img.height, img.width
-  except Exception as e:
-    raise UnreadableImage(f"{type(e).__name__}: {e}") from e
 
 
 class _ListedCaptions:

@@ -25,22 +25,25 @@ from __future__ import annotations
 import grain
 import numpy as np
 
+from maskgil_jax.data import buckets as buckets_lib
 from maskgil_jax.data import preprocess
 from maskgil_jax.data.code_shards import CodeShardSource
 from maskgil_jax.data.global_batches import GlobalBatchIterator, ProcessRows
 from maskgil_jax.data.unreadable import ReplaceUnreadable, Unreadable
 from maskgil_jax.data.caption_pipeline import caption_dataset
-from maskgil_jax.data.captions import CAPTION_SOURCES, open_caption_source
+from maskgil_jax.data.captions import open_caption_source
 from maskgil_jax.data.sources import DataError, open_image_source
 
 
 class ImageExample(grain.transforms.RandomMap):
-  """Record -> {'image': uint8 [S, S, 3], 'label': int32}, or `Unreadable`."""
+  """Record -> {'image': uint8 [S, S, 3], 'label': int32}, or `Unreadable`; with `size` (an
+  aspect bucket's (h, w)) the image is fitted to [h, w, 3] and flipped at random instead."""
 
-  def __init__(self, source, data):
-    self.source = source
+  def __init__(self, source, data, size: tuple[int, int] | None = None):
+    self.source, self.size = source, size
     self.image_size, self.ten_crop, self.fit = data.image_size, data.ten_crop, data.fit
-    self.base_size = preprocess.base_size(data.image_size, data.ten_crop, data.crop_range)
+    self.base_size = (size if size is not None else
+                      preprocess.base_size(data.image_size, data.ten_crop, data.crop_range))
     self.views = preprocess.num_views(data.ten_crop, data.random_flip)
 
   def random_map(self, record, rng: np.random.Generator):
@@ -50,8 +53,11 @@ class ImageExample(grain.transforms.RandomMap):
       base = preprocess.fit(pixels, self.base_size, self.fit)
     except preprocess.UnreadableImage as e:
       return Unreadable(self.source.describe(record), str(e))
-    return {"image": preprocess.view(base, v, self.image_size, self.ten_crop),
-            "label": np.int32(label)}
+    if self.size is not None:  # a bucket: the whole fitted image, mirrored for view 1
+      image = np.ascontiguousarray(base[:, ::-1]) if v == 1 else base
+    else:
+      image = preprocess.view(base, v, self.image_size, self.ten_crop)
+    return {"image": image, "label": np.int32(label)}
 
 
 class CodeExample(grain.transforms.RandomMap):
@@ -128,6 +134,38 @@ def process_batches(ds: grain.MapDataset, example, seeds: tuple[int, int], batch
       per_process, drop_remainder=True)
 
 
+def bucket_batches(source, buckets, example_for, seed: int, batch_size: int,
+                   process_index: int, process_count: int, shuffle: bool, num_epochs,
+                   what: str) -> grain.MapDataset:
+  """`process_batches` per aspect bucket, their global batches interleaved (buckets.py).
+
+  Each record goes to the bucket nearest its aspect ratio; `example_for((h, w))` is the
+  RandomMap that cuts a bucket's examples. Bucket b draws with the seeds + b.
+  """
+  assignment = (buckets_lib.assign(source, buckets) if len(buckets) > 1
+                else np.zeros(len(source), np.int32))
+  shuffle_seed, example_seed = pipeline_seeds(seed)
+  streams, weights = [], []
+  for b, size in enumerate(buckets):
+    indices = np.nonzero(assignment == b)[0]
+    if len(indices) == 0:
+      continue
+    if num_epochs is not None and len(indices) * num_epochs < batch_size:
+      raise DataError(f"data.buckets: bucket {buckets_lib.bucket_name(size)} has "
+                      f"{len(indices)} images x {num_epochs} epochs, less than one global "
+                      f"batch of {batch_size}")
+    streams.append(process_batches(
+        grain.MapDataset.source(buckets_lib.Subset(source, indices)), example_for(size),
+        (shuffle_seed + b, example_seed + b), batch_size, process_index, process_count,
+        shuffle, num_epochs))
+    weights.append(float(len(indices)))  # every global batch is one bucket's, alike everywhere
+  if not streams:
+    raise DataError(f"data.buckets: no image of {what} falls in any bucket")
+  if len(streams) == 1:
+    return streams[0]
+  return grain.MapDataset.mix(streams, weights)
+
+
 def _processes(batch_size: int, process_index, process_count) -> tuple[int, int]:
   if process_index is None or process_count is None:
     import jax
@@ -167,11 +205,16 @@ def batch_dataset(data, batch_size: int, seed: int, *, shuffle: bool = True,
       raise DataError(f"data.name={data.name!r} holds captions: give the pipeline config.text")
     return caption_dataset(caption_source, data, text, batch_size, seed, process_index,
                            process_count, shuffle, num_epochs)
-  if data.get("buckets"):
-    raise DataError("data.buckets: aspect buckets need an image-caption source "
-                    f"({', '.join(CAPTION_SOURCES)} or a TFDS set with data.caption_key), "
-                    f"not data.name={data.name!r}")
+  if data.get("buckets") and data.name == "codes":
+    raise DataError("data.buckets: extracted codes have one grid; aspect buckets need images "
+                    "(a folder, a TFDS set or the demo set)")
   source, example = open_source(data)
+  if data.get("buckets"):
+    if data.ten_crop:
+      raise DataError("data.ten_crop: aspect buckets cut one bucket-shaped view (set False)")
+    return bucket_batches(source, buckets_lib.as_buckets(data.buckets),
+                          lambda size: ImageExample(source, data, size), seed, batch_size,
+                          process_index, process_count, shuffle, num_epochs, data.name)
   if len(source) == 0 or (num_epochs is not None and len(source) * num_epochs < batch_size):
     raise DataError(f"the data ({len(source)} examples x {num_epochs or 'all'} epochs) is "
                     f"smaller than one global batch of {batch_size}")

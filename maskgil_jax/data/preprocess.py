@@ -39,6 +39,17 @@ def decode_image(data: bytes) -> np.ndarray:
     raise UnreadableImage(f"{type(e).__name__}: {e}") from e
 
 
+def header_size(path_or_bytes) -> tuple[int, int]:
+  """(height, width) from an image header without decoding the pixels (aspect buckets);
+  UnreadableImage if the header cannot be read."""
+  try:
+    f = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else path_or_bytes
+    with Image.open(f) as img:
+      return img.height, img.width
+  except Exception as e:
+    raise UnreadableImage(f"{type(e).__name__}: {e}") from e
+
+
 def to_rgb(pixels: np.ndarray) -> np.ndarray:
   """uint8 [H, W] or [H, W, 1|3] -> [H, W, 3]."""
   if pixels.ndim == 2:

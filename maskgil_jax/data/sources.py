@@ -15,7 +15,7 @@ import numpy as np
 
 from maskgil_jax.configlib import ConfigError
 from maskgil_jax.data.demo_set import load_demo
-from maskgil_jax.data.preprocess import UnreadableImage, decode_image
+from maskgil_jax.data.preprocess import UnreadableImage, decode_image, header_size
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 BUILTIN_SOURCES = ("demo", "folder", "codes")  # any other data.name is a TFDS dataset
@@ -44,6 +44,9 @@ class DemoSource:
 
   def load(self, record: int) -> tuple[np.ndarray, int]:
     return self.images[record], int(self.labels[record])
+
+  def size(self, record: int) -> tuple[int, int]:
+    return tuple(self.images.shape[1:3])
 
   def describe(self, record: int) -> str:
     return f"demo image {record}"
@@ -88,6 +91,10 @@ class FolderSource:
       raise UnreadableImage(f"cannot read: {e}") from e
     return decode_image(data), int(self.labels[record])
 
+  def size(self, record: int) -> tuple[int, int]:
+    """(height, width) from the file's header (aspect buckets)."""
+    return header_size(str(self.root / self.paths[record]))
+
   def describe(self, record: int) -> str:
     return str(self.root / self.paths[record])
 
@@ -124,6 +131,9 @@ class TfdsSource:
   def load(self, record: tuple[int, dict]) -> tuple[np.ndarray, int]:
     _, example = record
     return decode_image(example["image"]), int(example["label"])
+
+  def size(self, record: tuple[int, dict]) -> tuple[int, int]:
+    return header_size(bytes(record[1]["image"]))
 
   def describe(self, record: tuple[int, dict]) -> str:
     return f"{self.name}/{self.split} example {record[0]}"
