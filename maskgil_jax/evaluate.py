@@ -13,6 +13,13 @@ used as they are (`--recompute-stats` computes them from its images instead); fe
 computed from the images otherwise, and always where precision and recall need them. `--ref` may be left out when only `--save-samples-stats` is wanted. On several
 hosts, run the same command on every host (`--distributed auto` detects the job); process 0
 prints and writes.
+
+Images may have any height and width (one shape per set): the Inception stretches each to
+299x299, as ADM's graph does. Samples and reference of different sizes but one aspect ratio
+(within ASPECT_TOLERANCE) are compared as they are; of different aspect ratios they are
+refused before any work (each set would be stretched differently, and FID would measure the
+stretch too) unless `--allow-aspect-mismatch` is given. Statistics files record the shape of
+the images they were computed from, so they are checked too (a file without one is not).
 See docs/evaluation.md for the ImageNet 256 protocol.
 """
 from __future__ import annotations
@@ -67,6 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="jax.distributed set-up: auto (when launched on several processes), yes, no")
   p.add_argument("--overwrite", action="store_true", help="replace existing --out and "
                  "statistics files")
+  p.add_argument("--allow-aspect-mismatch", action="store_true", help="compare samples and "
+                 "reference of different aspect ratios (each is stretched to 299x299)")
   args = p.parse(argv)
   if args.ref is None and args.save_samples_stats is None:
     p.error("--ref is required unless --save-samples-stats is given")
@@ -107,6 +116,33 @@ def open_input(path: str, role: str, recompute_stats: bool = False) -> Input:
   return item
 
 
+ASPECT_TOLERANCE = 0.01  # relative width/height difference below which two sets share an aspect
+
+
+def image_shape(item: Input | None) -> list[int] | None:
+  """[H, W, 3] of an input's images, or as recorded in its statistics file; None if unknown."""
+  if item is None:
+    return None
+  if item.images is not None:
+    return [int(s) for s in item.images.image_shape]
+  shape = item.stats.meta.get("image_shape") if item.stats is not None else None
+  return [int(s) for s in shape] if shape else None
+
+
+def check_aspect_ratios(samples: Input, ref: Input | None, allow: bool) -> None:
+  """ImageSetError when samples and reference differ in aspect ratio (module doc)."""
+  a, b = image_shape(samples), image_shape(ref)
+  if allow or a is None or b is None:
+    return
+  ra, rb = a[1] / a[0], b[1] / b[0]
+  if abs(ra / rb - 1) > ASPECT_TOLERANCE:
+    raise ImageSetError(
+        f"--samples {samples.path} are {a[0]}x{a[1]} (height x width, aspect {ra:.3g}) but "
+        f"--ref {ref.path} is {b[0]}x{b[1]} (aspect {rb:.3g}): the Inception stretches each "
+        "set to 299x299, so FID would also measure the different stretch; compare sets of one "
+        "aspect ratio (any size), or pass --allow-aspect-mismatch to compare them anyway")
+
+
 def _sha256(path: pathlib.Path) -> str:
   h = hashlib.sha256()
   with open(path, "rb") as f:
@@ -130,6 +166,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     if made_with and made_with != args.preprocessing:
       raise StatsFileError(f"{item.path}: statistics made with --preprocessing {made_with}, "
                            f"this run uses {args.preprocessing}; features must come alike")
+  check_aspect_ratios(samples, ref, args.allow_aspect_mismatch)
   model = load_fid_inception(args.inception)
   mesh = data_mesh()
   meta = {"preprocessing": args.preprocessing, "inception": pathlib.Path(args.inception).name,
@@ -139,7 +176,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     feats = compute_features(model, item.images.batches(args.batch), item.images.num_images,
                              batch_size=args.batch, mesh=mesh, preprocessing=args.preprocessing,
                              desc=item.role)
-    computed = statistics_from_features(feats, dict(meta, source=str(item.path)))
+    computed = statistics_from_features(feats, dict(meta, source=str(item.path),
+                                                    image_shape=image_shape(item)))
     if item.stats is None:
       item.stats = computed
     else:  # ADM: stored statistics win; our features still serve precision/recall and IS
@@ -175,7 +213,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         "num_images": (item.images.num_images if item.images is not None
                        else item.stats.meta.get("num_images")),
         "statistics": "read from file" if item.stats_from_file else "computed",
-        "image_shape": list(item.images.image_shape) if item.images is not None else None}
+        "image_shape": image_shape(item)}
 
   return {
       "metrics": metrics,
@@ -185,6 +223,7 @@ def evaluate(args: argparse.Namespace) -> dict:
           global_batch=global_batch_size(args.batch, mesh), devices=int(mesh.devices.size),
           processes=jax.process_count(), platform=jax.devices()[0].platform,
           distances=args.distances, precision_recall_k=DEFAULT_K, is_splits=args.is_splits,
+          allow_aspect_mismatch=args.allow_aspect_mismatch,
           is_logits="pool3 @ fc.weight (no bias), as ADM", fid_statistics="float64, np.cov",
           maskgil_jax=maskgil_jax.__version__, jax=jax.__version__),
   }

@@ -42,9 +42,11 @@ def weights(tmp_path_factory, fixtures_dir):
 
 
 def smooth_images(seed, n, size=32):
-  """Blurry random images (upsampled 4x4 noise), so sets differ in their statistics."""
+  """Blurry random images (upsampled 4x4 noise), so sets differ in their statistics; `size` is
+  the side of a square or (height, width)."""
+  h, w = (size, size) if np.isscalar(size) else size
   small = np.random.default_rng(seed).integers(0, 256, (n, 4, 4, 3), dtype=np.uint8)
-  return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BICUBIC))
+  return np.stack([np.asarray(Image.fromarray(im).resize((w, h), Image.BICUBIC))
                    for im in small])
 
 
@@ -199,6 +201,68 @@ def test_usage(capsys):
   assert evaluate.main(["--samples", "s.npz", "--inception", "w.pth"]) == 2
   err = capsys.readouterr().err
   assert "--ref is required" in err and len(err.splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def wide_run(tmp_path_factory, weights):
+  """Samples of 24x32 (height x width) against a reference of the same aspect at 48x64, with
+  the samples' statistics saved: (JSON, samples, reference, samples' statistics)."""
+  root = tmp_path_factory.mktemp("wide")
+  samples, ref = root / "wide.npz", root / "ref"
+  np.savez(samples, arr_0=smooth_images(3, SET_SIZE, (24, 32)))
+  ref.mkdir()
+  for i, im in enumerate(smooth_images(4, SET_SIZE, (48, 64))):
+    Image.fromarray(im).save(ref / f"{i:03d}.png")
+  out, s_stats = root / "r.json", root / "s.npz"
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(evaluate, "frechet_distance", stand_in_distance)
+    run("--samples", samples, "--ref", ref, "--inception", weights, "--out", out,
+        "--save-samples-stats", s_stats, *COMMON)
+  return json.loads(out.read_text()), samples, ref, s_stats
+
+
+def test_non_square_sets_of_one_aspect_ratio_give_every_metric(wide_run):
+  """Any H x W goes through (the Inception stretches it to 299x299, as ADM's graph does), and
+  a reference of another size but the same aspect ratio is compared as it is."""
+  result, _, _, s_stats = wide_run
+  metrics, settings = result["metrics"], result["settings"]
+  assert set(metrics) == {"fid", "sfid", "inception_score", "inception_score_std", "precision",
+                          "recall"}
+  assert all(np.isfinite(v) for v in metrics.values()) and metrics["inception_score"] >= 1.0
+  assert settings["samples"]["image_shape"] == [24, 32, 3]
+  assert settings["ref"]["image_shape"] == [48, 64, 3]
+  stats = read_statistics(s_stats)  # what the FID is computed from: finite, shape recorded
+  assert np.isfinite(stats.mu).all() and np.isfinite(stats.sigma).all()
+  assert np.isfinite(stats.sigma_s).all() and stats.meta["image_shape"] == [24, 32, 3]
+
+
+def test_other_aspect_ratios_are_refused_unless_allowed_and_mixed_shapes_are_named(
+    tmp_path, weights, image_sets, first_run, wide_run, capsys):
+  _, square_ref = image_sets
+  _, _, _, square_stats = first_run
+  _, wide, _, wide_stats = wide_run
+  # refused before any work: the weights file named here does not even exist
+  err = _fails(capsys, "--samples", wide, "--ref", square_ref, "--inception", tmp_path / "no.pth")
+  assert err.startswith(f"error: --samples {wide} are 24x32 (height x width, aspect 1.33) but "
+                        f"--ref {square_ref} is 32x32 (aspect 1): the Inception stretches")
+  assert "--allow-aspect-mismatch" in err and len(err.splitlines()) == 1
+  # statistics files carry the shape of their images, so they are checked alike
+  err = _fails(capsys, "--samples", wide_stats, "--ref", square_stats, "--inception", weights)
+  assert "24x32" in err and "32x32" in err and "--allow-aspect-mismatch" in err
+  out = tmp_path / "allowed.json"
+  run("--samples", wide_stats, "--ref", square_stats, "--inception", weights, "--out", out,
+      "--allow-aspect-mismatch", *COMMON)
+  result = json.loads(out.read_text())
+  assert np.isfinite(result["metrics"]["fid"]) and result["settings"]["allow_aspect_mismatch"]
+  assert result["settings"]["samples"]["image_shape"] == [24, 32, 3]
+  assert result["settings"]["ref"]["image_shape"] == [32, 32, 3]
+  # one set, two shapes (the same pixels turned): the odd file is named
+  mixed = tmp_path / "mixed"
+  mixed.mkdir()
+  Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(mixed / "a.png")
+  Image.fromarray(np.zeros((32, 24, 3), np.uint8)).save(mixed / "b.png")
+  err = _fails(capsys, "--samples", mixed, "--ref", wide, "--inception", weights)
+  assert "b.png: size [32, 24, 3] differs from the set's [24, 32, 3] (a.png)" in err
 
 
 def test_statistics_files_check_their_shapes(tmp_path):

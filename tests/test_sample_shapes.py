@@ -1,8 +1,9 @@
-"""The sample command at any image shape, from prompts: prompts stored, grid with prompts."""
+"""The sample command at any image shape, from prompts: prompts stored, grid with prompts, and
+the set read back by `evaluate` at its shape."""
 import numpy as np
 from PIL import Image
 
-from maskgil_jax import sample
+from maskgil_jax import evaluate, sample
 
 from test_sample_cmd import tokenizer_file  # noqa: F401 (a fixture)
 
@@ -21,6 +22,11 @@ def test_prompts_at_a_non_square_shape(fixtures_dir, tokenizer_file, tmp_path, c
   with np.load(out / "samples.npz") as f:
     assert f["arr_0"].shape == (2, 6, 10, 3) and f["tokens"].shape == (2, 3, 5)
     assert f["prompts"].tolist() == ["a red bag", "two shoes on a table"]
+    images = f["arr_0"]
+  # evaluate takes the file as images (not statistics) of that shape, next to the extra members
+  read = evaluate.open_input(str(out / "samples.npz"), "samples")
+  assert read.stats is None and read.images.image_shape == (6, 10, 3)
+  np.testing.assert_array_equal(np.concatenate(list(read.images.batches(1))), images)
   grid = np.asarray(Image.open(out / "grid.png"))
   assert grid.shape[0] > 96 and grid.shape[1] >= 2 * 96  # enlarged pictures, text under them
   # a size off the tokenizer's downsampling is refused before anything is written
