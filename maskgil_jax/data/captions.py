@@ -140,9 +140,10 @@ class TfdsCaptionSource:
   of features ('captions') or a non-text feature ('image/id') is one error naming
   `data.caption_key` and the text features there are, instead of a failure inside a reader
   thread or numbers trained on as captions. The dataset is not scanned when it opens (that
-  would read every record, images included): an example whose captions are all empty is skipped
-  when it is read and counted with the unreadable images (`data.skipped_images`, logged with the
-  reason "no non-empty caption"), so `skipped_empty`, the images dropped at open, stays 0.
+  would read every record, images included): an example whose captions are all empty is treated
+  as unreadable when it is read (replaced by the next example, counted in
+  `data.unreadable_images`, logged with the reason "no non-empty caption"), so `skipped_empty`,
+  the images dropped at open, stays 0.
   """
 
   def __init__(self, name: str, split: str, data_dir: str, caption_key: str):
