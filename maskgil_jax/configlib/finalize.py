@@ -8,6 +8,7 @@ import os
 
 import ml_collections
 
+from maskgil_jax.configlib import attention
 from maskgil_jax.configlib.model import LAYOUTS
 from maskgil_jax.errors import UserError
 
@@ -47,6 +48,11 @@ def check_model(m, prefix: str = "model") -> None:
            f"{m.remat_policy!r}; one of {REMAT_POLICIES}")
   for f in ("token_dropout", "resid_dropout", "ffn_dropout", "attn_dropout"):
     _require(0.0 <= m[f] < 1.0, f"{prefix}.{f}", f"must be in [0, 1), got {m[f]}")
+  kernel = m.get("attention_kernel", "auto")  # absent from configs stored before the field
+  _require(kernel in attention.KERNELS, f"{prefix}.attention_kernel",
+           f"{kernel!r}; one of {attention.KERNELS}")
+  why = attention.static_refusal(kernel, m.dtype, hd, m.attn_dropout > 0)
+  _require(why is None, f"{prefix}.attention_kernel", f"{kernel!r}: {why}; use 'auto' or 'xla'")
   condition = m.get("condition", "class")
   _require(condition in ("class", "caption"), f"{prefix}.condition",
            f"{condition!r}; one of 'class', 'caption'")

@@ -59,6 +59,11 @@ def model_config(size: str = "B", layout: str = "maskgil") -> ml_collections.Con
   # cheapest recomputation that fits device memory, chosen by the trainer when it compiles
   # the step (training/remat_choice.py); or a policy of models/remat.py
   m.remat_policy = "auto"
+  # attention kernel of full-sequence passes (configlib/attention.py, docs/performance.md):
+  # 'auto' = cuDNN flash attention on NVIDIA GPUs, Pallas splash attention on TPUs, each where
+  # dtype and shapes allow, XLA otherwise; 'xla', 'cudnn' or 'pallas' forces one (refused where
+  # it cannot run). Cached decoding always runs XLA.
+  m.attention_kernel = "auto"
   return m
 
 
