@@ -1,7 +1,8 @@
 """Multi-head attention with a fused wqkv projection, optional QK-norm and grouped KV heads.
 
-One implementation serves every mode; the caller passes a boolean mask (True = may attend)
-built by `masks.py`, and, for decoding, one layer's KV cache slice to write into.
+One implementation serves every mode; the caller passes a `masks.AttentionMask` (who may attend
+whom), the `attention_kernels.Kernel` chosen for the call, and, for decoding, one layer's KV
+cache slice to write into.
 """
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from maskgil_jax.models import kv_cache, rope
+from maskgil_jax.models import attention_kernels, kv_cache, rope
+from maskgil_jax.models.attention_kernels import Kernel
 from maskgil_jax.models.layers import Linear, RMSNorm
+from maskgil_jax.models.masks import AttentionMask
 
 
 class Attention(nnx.Module):
@@ -27,9 +30,9 @@ class Attention(nnx.Module):
     else:
       self.q_norm = self.k_norm = None
 
-  def __call__(self, x, cos, sin, mask, *, cache=None, cache_start=None, dropout_rate=0.0,
-               dropout_key=None):
-    """x [B, T, D]; cos/sin [T, D/2] or [B, T, D/2]; mask [B|1, 1, T, S] bool.
+  def __call__(self, x, cos, sin, mask: AttentionMask, *, cache=None, cache_start=None,
+               dropout_rate=0.0, dropout_key=None, kernel: Kernel = attention_kernels.XLA):
+    """x [B, T, D]; cos/sin [T, D/2] or [B, T, D/2]; `mask` over T queries and S keys.
 
     With `cache` (a `kv_cache.LayerCache`) the new keys/values are written at `cache_start`
     of this layer's slots and attention runs over all S of them; returns (out, new cache or
@@ -49,23 +52,33 @@ class Attention(nnx.Module):
     if cache is not None:
       new_cache = kv_cache.write(cache, k, v, cache_start)
       k, v = (a.astype(x.dtype) for a in kv_cache.read(new_cache))
-    out = attend(q, k, v, mask, dropout_rate, dropout_key)
+    out = attend(q, k, v, mask, kernel, dropout_rate, dropout_key)
     return self.wo(out.reshape(b, t, nq * hd)), new_cache
 
 
-def attend(q, k, v, mask, dropout_rate=0.0, dropout_key=None):
+def attend(q, k, v, mask: AttentionMask, kernel: Kernel = attention_kernels.XLA,
+           dropout_rate=0.0, dropout_key=None):
   """softmax(q k^T / sqrt(d)) v with grouped KV heads; softmax in fp32.
 
-  Without attention dropout this is `jax.nn.dot_product_attention` (cuDNN flash attention on
-  GPUs where available, XLA elsewhere); attention dropout needs the explicit probabilities.
+  q [B, T, Hq, D], k/v [B, S, Hkv, D]. Without attention dropout this is the chosen kernel: XLA's
+  `jax.nn.dot_product_attention` over the dense mask, cuDNN flash attention or Pallas splash
+  attention (models/attention_kernels.py). Attention dropout needs the explicit probabilities,
+  so it always runs the einsum path here (`attention_kernels.choose` never picks a fused kernel
+  for it).
   """
   if dropout_rate == 0.0 or dropout_key is None:
-    return jax.nn.dot_product_attention(q, k, v, mask=mask)
+    if kernel.name == "cudnn":
+      return attention_kernels.cudnn_attention(q, k, v, mask)
+    if kernel.name == "pallas":
+      return attention_kernels.splash_attention(q, k, v, mask, interpret=kernel.interpret)
+    return jax.nn.dot_product_attention(q, k, v, mask=mask.dense(), implementation="xla")
+  if kernel.name != "xla":
+    raise ValueError(f"attention dropout runs the XLA path, not {kernel.name}")
   groups = q.shape[2] // k.shape[2]
   k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
   scores = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=jnp.float32)
   scores = scores / jnp.sqrt(q.shape[-1]).astype(jnp.float32)
-  scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+  scores = jnp.where(mask.dense(), scores, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(scores, axis=-1)
   keep = jax.random.bernoulli(dropout_key, 1.0 - dropout_rate, probs.shape)
   probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0).astype(v.dtype)

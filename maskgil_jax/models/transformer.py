@@ -9,7 +9,9 @@ slot still sees itself), in the causal and the bidirectional mode alike.
 Parameters (names as the PyTorch reference keys) are plain pytree leaves; layer parameters are
 stacked on a leading `layers` axis and run by `lax.scan` (or an unrolled loop, same outputs)
 under `jax.checkpoint`. Every call is a pure function of the module, its inputs, an explicit
-RNG key (dropout) and, for decoding, a `KVCache` that it returns updated.
+RNG key (dropout) and, for decoding, a `KVCache` that it returns updated. The attention kernel
+(`config.model.attention_kernel`) is chosen once per traced call from the call's shapes and
+passed down to every layer (models/attention_kernels.py).
 """
 from __future__ import annotations
 
@@ -19,8 +21,9 @@ import numpy as np
 from flax import nnx
 
 from maskgil_jax.configlib.model import ffn_hidden_dim, vocab_rows
-from maskgil_jax.models import conditions, masks
+from maskgil_jax.models import attention_kernels, conditions, masks
 from maskgil_jax.models.attention import Attention
+from maskgil_jax.models.attention_kernels import Kernel
 from maskgil_jax.models.kv_cache import KVCache, LayerCache
 from maskgil_jax.models.layers import Embedding, Linear, RMSNorm, stacked
 from maskgil_jax.models.layouts import Layout
@@ -68,12 +71,13 @@ class Block(nnx.Module):
     self.post_norm = m.norm_placement == "post"
     self.rates = (float(m.attn_dropout), float(m.resid_dropout), float(m.ffn_dropout))
 
-  def __call__(self, x, cos, sin, mask, key, cache=None, cache_start=None):
+  def __call__(self, x, cos, sin, mask, key, cache=None, cache_start=None,
+               kernel: Kernel = attention_kernels.XLA):
     attn_rate, resid_rate, ffn_rate = self.rates
     keys = jax.random.split(key, 3) if key is not None else (None,) * 3
     attn_in = x if self.post_norm else self.attention_norm(x)
     a, cache = self.attention(attn_in, cos, sin, mask, cache=cache, cache_start=cache_start,
-                              dropout_rate=attn_rate, dropout_key=keys[0])
+                              dropout_rate=attn_rate, dropout_key=keys[0], kernel=kernel)
     a = dropout(a, resid_rate, keys[1])
     h = x + (self.attention_norm(a) if self.post_norm else a)
     f = dropout(self.feed_forward(h if self.post_norm else self.ffn_norm(h)), ffn_rate, keys[2])
@@ -90,6 +94,8 @@ class Transformer(nnx.Module):
     self.scan_layers = bool(m.scan_layers)
     self.remat_policy = m.remat_policy
     self.token_dropout = float(m.token_dropout)
+    self.attn_dropout = float(m.attn_dropout)
+    self.attention_kernel = m.get("attention_kernel", "auto")  # absent from older configs
     self.n_layer, self.n_kv_head, self.head_dim = m.n_layer, m.n_kv_head, m.dim // m.n_head
     table_rows, out_classes = vocab_rows(m)
     pd = jnp.dtype(m.param_dtype)  # fp32 master weights unless a config says otherwise
@@ -115,13 +121,13 @@ class Transformer(nnx.Module):
                          rngs=rngs)
 
   # ---- the layer stack ------------------------------------------------------------------
-  def _run_layers(self, h, cos, sin, mask, key):
+  def _run_layers(self, h, cos, sin, mask, key, kernel: Kernel = attention_kernels.XLA):
     """The layer stack of a full-sequence pass (training, MAR): `lax.scan` over the stacked
     parameters, each layer under the remat policy."""
     keys = (jax.random.split(key, self.n_layer) if key is not None else None)
 
     def body(h, layer, layer_key):
-      return layer(h, cos, sin, mask, layer_key)[0]
+      return layer(h, cos, sin, mask, layer_key, kernel=kernel)[0]
 
     body = remat(body, self.remat_policy)
     if self.scan_layers:
@@ -169,6 +175,14 @@ class Transformer(nnx.Module):
     for i in range(self.n_layer):
       carry = body(i, carry)
     return carry
+
+  def _attention_kernel(self, t: int, s: int, key_mask, *, dropout=False, decode=False):
+    """The kernel of one call's attention (`config.model.attention_kernel` resolved for these
+    shapes on the running platform)."""
+    shape = attention_kernels.Shape(t, s, self.head_dim, self.dtype.name,
+                                    masked=key_mask is not None,
+                                    dropout=dropout and self.attn_dropout > 0, decode=decode)
+    return attention_kernels.resolve(self.attention_kernel, shape)
 
   def _head(self, h):
     return self.output(self.norm(h)).astype(jnp.float32)
@@ -219,8 +233,10 @@ class Transformer(nnx.Module):
     cos, sin = (jnp.asarray(t[:s]) for t in self.layout.rope_tables())
     keys = jax.random.split(key) if key is not None else (None, None)
     h = constrain(dropout(h, self.token_dropout, keys[0]), ACT)
-    mask = masks.attention_mask(mode, s, key_mask=self.key_mask(labels, s, key_mask))
-    h = self._run_layers(h, cos, sin, mask, keys[1])
+    key_mask = self.key_mask(labels, s, key_mask)
+    mask = masks.AttentionMask.create(mode, s, key_mask=key_mask)
+    kernel = self._attention_kernel(s, s, key_mask, dropout=key is not None)
+    h = self._run_layers(h, cos, sin, mask, keys[1], kernel)
     return self._head(h)
 
   def mar_logits(self, tokens, labels, **kw):
@@ -262,7 +278,11 @@ class Transformer(nnx.Module):
     cos_all, sin_all = (jnp.asarray(x) for x in self.layout.rope_tables())
     cos = jax.lax.dynamic_slice_in_dim(cos_all, start, t)
     sin = jax.lax.dynamic_slice_in_dim(sin_all, start, t)
-    mask = masks.attention_mask("decode", t, cache.max_len, start=start, key_mask=cache.valid)
+    mask = masks.AttentionMask.create("decode", t, cache.max_len, start=start,
+                                      key_mask=cache.valid)
+    # cached decoding runs XLA (attention_kernels says why); resolving still refuses an explicit
+    # kernel that the platform cannot run, as full-sequence calls do
+    self._attention_kernel(t, cache.max_len, cache.valid, decode=True)
     h, k, v = self._decode_layers(h, cos, sin, mask, cache, start, layers)
     return self._head(h), KVCache(k, v, start + t, cache.valid)
 
