@@ -226,7 +226,7 @@ def _data_position(root: epath.Path, step: int, restart_data: bool) -> dict | No
                     "stream starts from its beginning", root, step, name)
     return None
   raise MissingDataPosition(
-      f"no data position in data_iter/ (lost or deleted); "
+      "no data position in data_iter/ (lost or deleted); "
       "set config.ckpt.restart_data=True to resume with the data stream restarted")
 
 

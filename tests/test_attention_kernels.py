@@ -6,12 +6,7 @@ against the boolean mask and run through XLA's implementation; the choice of ker
 on made-up platforms. Padded (hidden) query rows may differ under splash attention and are
 compared apart (`attention_kernels.splash_segment_ids` says why).
 """
-import json
 import logging
-import os
-import pathlib
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -27,8 +22,8 @@ from maskgil_jax.models import masks
 from maskgil_jax.models.attention import attend
 from maskgil_jax.models.conditions import Caption
 from maskgil_jax.models.transformer import Transformer
+from worker import run_worker
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 FIELD = r"config\.model\.attention_kernel"
 TPU_INTERPRET = ak.Platform("tpu", interpret=True)
 
@@ -332,11 +327,6 @@ WORKER = textwrap.dedent("""
 
 
 def test_splash_under_a_mesh_runs_per_shard_and_equals_xla():
-  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-c", WORKER], cwd=REPO, env=env, capture_output=True,
-                        text=True, timeout=900)
-  lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-  assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-  for name, r in json.loads(lines[-1][len("RESULT "):]).items():
+  for name, r in run_worker(WORKER, timeout=900).items():
     assert r["shard_map"], name
     assert r["diff"] < 1e-5, (name, r)

@@ -2,14 +2,9 @@
 16 give the same pixels, bit for bit (`decode.images.decode_each`). Decoding the batch at once
 does not: the same codes gave pixels off by one after rounding (the first check says the test
 would see it). In a subprocess: XLA_FLAGS must be set before JAX starts."""
-import json
-import os
-import pathlib
-import subprocess
-import sys
 import textwrap
+from worker import run_worker
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 WORKER = textwrap.dedent("""
     import os, json
@@ -50,11 +45,6 @@ WORKER = textwrap.dedent("""
 
 
 def test_images_do_not_depend_on_the_placement():
-  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-c", WORKER], cwd=REPO, env=env, capture_output=True,
-                        text=True, timeout=600)
-  lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-  assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-  r = json.loads(lines[-1][len("RESULT "):])
+  r = run_worker(WORKER, timeout=600)
   assert r["at_once"] > 0  # the whole-batch decode differs: these codes reach the boundaries
   assert r["one_vs_eight"] == 0 and r["batch_16_vs_32"] == 0 and r["eight_16_vs_32"] == 0

@@ -7,16 +7,12 @@ examples on (2, 2, 2) did not see it. All cases run in one subprocess (XLA_FLAGS
 before JAX starts), compiled without optimisation to keep it short.
 """
 import json
-import os
-import pathlib
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
+from worker import run_worker
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 MESHES = [(8, 1, 1), (1, 8, 1), (1, 1, 8), (4, 2, 1), (4, 1, 2), (2, 4, 1), (1, 4, 2),
           (2, 1, 4), (1, 2, 4), (2, 2, 2)]
@@ -103,12 +99,7 @@ WORKER = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def matrix():
-  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-c", WORKER, json.dumps(MESHES)], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=1800)
-  lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-  assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-  return json.loads(lines[-1][len("RESULT "):])
+  return run_worker(WORKER, json.dumps(MESHES), timeout=1800)
 
 
 CASES = [(m, p) for m in MESHES for p in (1, 2)]

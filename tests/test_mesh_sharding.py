@@ -3,11 +3,6 @@ checkpoints restore onto a different mesh, and FSDP shards (nearly) every parame
 
 The 8-device checks run in a subprocess: XLA_FLAGS must be set before JAX starts.
 """
-import json
-import os
-import pathlib
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -20,7 +15,7 @@ from maskgil_jax.configlib import ConfigError
 from maskgil_jax.models.transformer import Transformer
 from maskgil_jax.parallel import mesh as mesh_lib
 from maskgil_jax.parallel import rules as rules_lib
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from worker import run_worker
 
 EIGHT_DEVICES = textwrap.dedent("""
     import os, json, sys
@@ -91,13 +86,8 @@ EIGHT_DEVICES = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def eight_devices(tmp_path_factory):
-  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
   ckpt = tmp_path_factory.mktemp("mesh_ckpt")
-  proc = subprocess.run([sys.executable, "-c", EIGHT_DEVICES, str(ckpt)], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=300)
-  lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-  assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-  return json.loads(lines[-1][len("RESULT "):])
+  return run_worker(EIGHT_DEVICES, str(ckpt), timeout=300)
 
 
 def test_sharded_step_equals_single_device_step(eight_devices):

@@ -8,7 +8,6 @@ run trains straight to step 6, resumes a copy of the 2-process checkpoint to 6, 
 extracts the same. A second launch kills one process mid-run: the other must stop with an error
 within a bounded time instead of waiting forever in a collective.
 """
-import json
 import os
 import pathlib
 import socket
