@@ -23,7 +23,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 HEARTBEAT_S = 5
 
 WORKER = textwrap.dedent("""
-    import os, sys, json, signal, threading, pathlib
+    import os, sys, signal, threading, pathlib
     process_id, num_processes, port, role, root = (int(sys.argv[1]), int(sys.argv[2]),
                                                    sys.argv[3], sys.argv[4], pathlib.Path(sys.argv[5]))
     devices = 8 // num_processes
@@ -62,7 +62,6 @@ WORKER = textwrap.dedent("""
       sys.exit(0)
 
     tag = f"p{num_processes}"
-    result = {}
     if num_processes > 1:
       train.train(config(total_steps=4), root / "straight")
       train.train(config(total_steps=2), root / "resumed")
@@ -81,7 +80,6 @@ WORKER = textwrap.dedent("""
     tok = VQModel(c.tokenizer, rngs=nnx.Rngs(0))
     summary = ec.extract_codes(c, root / f"codes_{tag}", tok, batch_size=2, shard_size=2,
                                progress=False)
-    (root / f"result_{tag}.json").write_text(json.dumps(result))
 """)
 
 
