@@ -29,7 +29,13 @@ class Linear(nnx.Module):
   def __call__(self, x, dtype=None):
     w = gather_for_use(self.weight[...], self.weight.get_metadata().get("out_sharding"))
     dtype = dtype or x.dtype
-    return jnp.dot(x.astype(dtype), w.astype(dtype), preferred_element_type=dtype)
+    # one [rows, in] x [in, out] product: the weight gradient is then a plain x^T g over one
+    # contracted axis. Contracting [B, T] against [B, T] (the 3-D form) made XLA:CPU copy g
+    # transposed ([out, B*T]) before every weight-gradient product of the train step
+    lead = x.shape[:-1]
+    y = jnp.dot(x.reshape(-1, x.shape[-1]).astype(dtype), w.astype(dtype),
+                preferred_element_type=dtype)
+    return y.reshape(lead + (w.shape[-1],))
 
 
 class Embedding(nnx.Module):
