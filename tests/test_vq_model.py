@@ -114,3 +114,20 @@ def test_config_errors_name_the_field(field, value, message):
     overrides.update(kind="lfq", l2_norm=False, codebook_size=64)
   with pytest.raises(ConfigError, match=f"config.tokenizer.{field}: .*{message}"):
     vq.VQModel(small_config(**overrides), rngs=rngs())
+
+
+def test_upsample_is_the_3x3_conv_of_the_nearest_neighbour_map():
+  """The four-phase form (no upsampled map built) gives the conv of the upsampled map, values
+  and gradients, on odd and non-square sides and without a bias."""
+  from maskgil_jax.models.layers_conv import Upsample
+  up = Upsample(8, rngs=rngs())
+  x = jax.random.normal(jax.random.key(1), (2, 5, 3, 8))
+  nearest = lambda m, x: m.conv(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))
+  np.testing.assert_allclose(up(x), nearest(up, x), atol=1e-5, rtol=0)
+  loss = lambda f: lambda m, x: jnp.sum(jnp.sin(f(m, x)))
+  ours = jax.grad(loss(lambda m, x: m(x)), argnums=(0, 1))(up, x)
+  theirs = jax.grad(loss(nearest), argnums=(0, 1))(up, x)
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+    np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
+  up.conv.bias = None
+  np.testing.assert_allclose(up(x), nearest(up, x), atol=1e-5, rtol=0)
