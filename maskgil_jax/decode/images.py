@@ -3,7 +3,6 @@ near-square grid the sample command and the trainer write as PNG.
 """
 from __future__ import annotations
 
-import functools
 import io
 import math
 
@@ -13,6 +12,7 @@ import numpy as np
 from etils import epath
 from jax.sharding import PartitionSpec
 
+from maskgil_jax import xla_cpu
 from maskgil_jax.parallel.rules import active_rules, logical_to_spec
 
 
@@ -21,7 +21,7 @@ def to_uint8(images):
   return jnp.clip(jnp.round((images.astype(jnp.float32) + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
 
-@functools.partial(jax.jit, static_argnames=("grid",))
+@xla_cpu.jit(static_argnames=("grid",))  # on CPU with the tokenizer's XLA options
 def tokens_to_images(tokenizer, tokens, grid: tuple[int, int] | None = None):
   """uint8 images [B, H, W, 3] of tokens [B, L] in raster order of an h x w `grid` (rows,
   columns; default square), or of tokens already shaped [B, h, w]; each image's pixels are the

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from maskgil_jax import xla_cpu
 from maskgil_jax.configlib import ConfigError
 from maskgil_jax.models.layers_conv import (AttnBlock, Conv2d, GroupNorm, ResnetBlock,
                                             ResolutionLevel, block_rng, run_block, swish)
@@ -278,19 +279,21 @@ class VQModel(nnx.Module):
     return self.decode(quant, rng_dec), aux
 
 
-@jax.jit
+@xla_cpu.jit
 def encode(model: VQModel, images):
-  """Jitted `model.encode`: NHWC images in [-1, 1] -> int32 codes [B, h, w]."""
+  """Jitted `model.encode`: NHWC images in [-1, 1] -> int32 codes [B, h, w]. On CPU compiled
+  with the tokenizer's XLA options (`maskgil_jax.xla_cpu`), as are `decode` and
+  `reconstruct`."""
   return model.encode(images)
 
 
-@jax.jit
+@xla_cpu.jit
 def decode(model: VQModel, indices):
   """Jitted `model.decode_code`: int codes [B, h, w] -> NHWC float32 images."""
   return model.decode_code(indices)
 
 
-@jax.jit
+@xla_cpu.jit
 def reconstruct(model: VQModel, images):
   """(codes, reconstructions) of NHWC images in [-1, 1], in one compiled call."""
   codes = model.encode(images)
