@@ -7,10 +7,12 @@ Workloads (fp32; the generator is built at each --sizes size with random weights
 PyTorch twin `interop/torch_model.py` loads the same weights through the export name table):
 - `train`: the MaskGIL train step (maskgil_reference layout, batch 8 x 257 slots, AdamW and
   clipping, no dropout since the twin has none; the trainer's own step on our side, its remat
-  policy chosen as the trainer does, and bench/torch_side.py's on the other);
+  policy chosen as the trainer does and its state donated as the trainer does, and
+  bench/torch_side.py's on the other);
 - `mar`: MaskGIL sampling, 4 images, 8 steps, guidance (8 rows per forward);
 - `ar1` / `ar4`: LlamaGen AR sampling, 256 tokens, 1 / 4 classes with guidance (2 / 8 rows);
-- `vq`: VQ-16 encode + decode of 4 images of 256 px (the size does not apply).
+- `vq`: VQ-16 encode + decode of 4 images of 256 px (the size does not apply), through
+  `models.vq.reconstruct` as users call it (on CPU with `maskgil_jax.xla_cpu`'s options).
 
 Each side is compiled or warmed up once (our compile time is reported apart), then the two sides
 run alternately, `--rounds` times each, so load from other work on the machine hits both
@@ -98,10 +100,11 @@ def torch_twin(model: Transformer, config) -> tm.Transformer:
   return twin
 
 
-def compiled(fn, *args):
-  """(compiled fn, seconds to lower and compile)."""
+def compiled(fn, *args, jitted=None):
+  """(compiled fn, seconds to lower and compile); `jitted` (a jitted function: its own options
+  and donation) is compiled instead of `jax.jit(fn)`."""
   start = time.perf_counter()
-  out = jax.jit(fn).lower(*args).compile()
+  out = (jitted or jax.jit(fn)).lower(*args).compile()
   return out, time.perf_counter() - start
 
 
@@ -123,7 +126,9 @@ def train_workload(size: str):
     c.model.remat_policy = policy
     task = generator_task(c, tokenizer=None)
     state = jax.eval_shape(task.init)
-    step, compile_s = compiled(lambda s, b, k: task.step(s, b, k, None), state, batch, key)
+    # the state donated, as the trainer's step does: updated in place, not copied
+    step, compile_s = compiled(None, state, batch, key, jitted=jax.jit(
+        lambda s, b, k: task.step(s, b, k, None), donate_argnums=0))
     built[policy] = (task, step, compile_s)
     return step
 
@@ -178,7 +183,8 @@ def vq_workload(_size: str):
   config = configlib.finalize(configlib.base_config("B", "maskgil", tokenizer="vq16"))
   vq = jax_vq.VQModel(config.tokenizer, rngs=nnx.Rngs(0))
   images = jax.random.uniform(jax.random.key(0), (4, 256, 256, 3), jnp.float32, -1.0, 1.0)
-  run, compile_s = compiled(lambda m, x: jax_vq.reconstruct(m, x), vq, images)
+  # the tokenizer's own jitted entry point, with the compiler options it has on CPU
+  run, compile_s = compiled(None, vq, images, jitted=jax_vq.reconstruct)
   twin = tm.VQModel(config.tokenizer.to_dict())
   sd = vq_names.export_vq_state_dict(vq)
   twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, strict=True)
