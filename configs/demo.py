@@ -42,9 +42,9 @@ def get_config(stage: str = "generator"):
 
   # generator: the 'demo' size (4 layers, dim 128) in the MaskGIL layout, on 8x8 grids,
   # trained with the joint objective so that the one model decodes MAR, AR and the hybrid. A
-  # quarter of every batch AR: over training seeds its 8-step MAR matched a MAR-only model of
-  # the same steps (accuracy 0.783 against 0.790, Frechet 4.33 against 4.43), where half AR
-  # fell short (0.753; docs/generation.md has the table)
+  # quarter of every batch AR: over three training seeds its 8-step MAR was within the seeds'
+  # noise of a MAR-only model of the same steps (accuracy 0.775 against 0.790, Frechet 4.48
+  # against 4.43), where half AR fell short (0.753; docs/generation.md has the table)
   c.objective.name = "joint"
   c.objective.ar_fraction = 0.25
   c.model.codebook_size = t.codebook_size
