@@ -216,11 +216,11 @@ def _data_position(root: epath.Path, step: int, restart_data: bool) -> dict | No
     if len(positions) != 1 or None in positions:
       raise MissingDataPosition(f"the data positions in {folder} disagree or are not global "
                                 f"batch counts ({sorted(map(str, positions))})")
+    position = positions.pop()
     total = sum(int(s.get(UNREADABLE_KEY, 0)) for s in states)
     cli.notice("data position of another number of processes (%s): global batch %d",
-               saved[0].name.split("-of-")[1].removesuffix(".json"), positions.pop() or 0)
-    return {POSITION_KEY: states[0][POSITION_KEY],
-            UNREADABLE_KEY: total if jax.process_index() == 0 else 0}
+               saved[0].name.split("-of-")[1].removesuffix(".json"), position)
+    return {POSITION_KEY: position, UNREADABLE_KEY: total if jax.process_index() == 0 else 0}
   if restart_data:
     logging.warning("%s/%s holds no data position %s; config.ckpt.restart_data: the data "
                     "stream starts from its beginning", root, step, name)
