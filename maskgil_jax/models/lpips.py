@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from maskgil_jax.models.layers_conv import Conv2d
@@ -19,9 +20,10 @@ VGG16_WIDTHS = (64, 128, 256, 512, 512)
 # torchvision vgg16().features index of each 3x3 conv, grouped by LPIPS slice; every slice but
 # the first starts with a 2x2 max-pool (indices 4, 9, 16, 23).
 VGG16_SLICES = ((0, 2), (5, 7), (10, 12, 14), (17, 19, 21), (24, 26, 28))
-# ImageNet statistics of images in [-1, 1] (LPIPS ScalingLayer).
-_SHIFT = jnp.array([-0.030, -0.088, -0.188], jnp.float32)
-_SCALE = jnp.array([0.458, 0.448, 0.450], jnp.float32)
+# ImageNet statistics of images in [-1, 1] (LPIPS ScalingLayer). numpy, not jnp: a JAX array
+# built at import would initialise the backend before jax.distributed.initialize() can run.
+_SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)
+_SCALE = np.array([0.458, 0.448, 0.450], np.float32)
 
 
 class NetLinLayer(nnx.Module):
