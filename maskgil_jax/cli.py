@@ -115,6 +115,11 @@ def run(main: Callable[[Sequence[str] | None], int | None],
     return _error(f"{e.filename}: {e.strerror}" if getattr(e, "filename", None) else str(e))
   except KeyboardInterrupt:
     return _error("interrupted", 130)
+  except Exception as e:  # in a multi-process job a failed collective may mean a lost peer
+    from maskgil_jax.parallel import peers
+    if type(e).__name__ in ("JaxRuntimeError", "XlaRuntimeError"):
+      peers.await_verdict()  # names the lost process and exits, if one is lost
+    raise
   return int(code or 0)
 
 

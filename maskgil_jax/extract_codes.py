@@ -191,7 +191,9 @@ def _main(argv) -> int:
   for flag, value in (("--batch-size", a.batch_size), ("--shard-size", a.shard_size)):
     if value < 1:
       raise cli.UsageError(f"{flag} must be >= 1, got {value}")
-  s = extract_codes(cli.load_config(a), a.out, batch_size=a.batch_size, shard_size=a.shard_size)
+  config = cli.load_config(a)
+  mesh_lib.initialize_for(config.mesh)  # before JAX touches a device; each process its share
+  s = extract_codes(config, a.out, batch_size=a.batch_size, shard_size=a.shard_size)
   print(f"process {s['process']}: encoded {s['images']} images ({s['views']} views of "
         f"{s['grid']}x{s['grid']} codes) into {s['shards_written']} new shards in {s['out']}; "
         f"{s['shards_present']} shards were already there; {s['unreadable']} unreadable images "

@@ -31,6 +31,7 @@ from maskgil_jax import cli
 from maskgil_jax.configlib import ConfigError
 from maskgil_jax.data import text_features
 from maskgil_jax.data.captions import CAPTION_SOURCES, open_caption_source
+from maskgil_jax.parallel import mesh as mesh_lib
 from maskgil_jax.text import encoder as text_encoder
 
 
@@ -103,7 +104,9 @@ def _main(argv) -> int:
   for flag, value in (("--batch-size", a.batch_size), ("--shard-size", a.shard_size)):
     if value < 1:
       raise cli.UsageError(f"{flag} must be >= 1, got {value}")
-  s = extract_text(cli.load_config(a), a.out, batch_size=a.batch_size, shard_size=a.shard_size)
+  config = cli.load_config(a)
+  mesh_lib.initialize_for(config.mesh)  # before JAX touches a device; each process its share
+  s = extract_text(config, a.out, batch_size=a.batch_size, shard_size=a.shard_size)
   cli.summary("process %s: encoded %d captions into %d new shards in %s; %d shards were already "
               "there; %d images without captions skipped", s["process"], s["captions"],
               s["shards_written"], s["out"], s["shards_present"], s["skipped_empty"])

@@ -530,9 +530,7 @@ def _main(argv) -> int:
   check_config(configlib.finalize(config))  # a bad field is reported before anything is created
   if args.compilation_cache:
     jax.config.update("jax_compilation_cache_dir", args.compilation_cache)
-  m = config.mesh  # before JAX touches a device
-  mesh_lib.initialize_distributed(m.distributed, heartbeat_timeout_s=m.heartbeat_timeout_s,
-                                  local_devices=m.local_devices)
+  mesh_lib.initialize_for(config.mesh)  # before JAX touches a device
   if not args.memory_report:
     workdir = prepare_workdir(args.workdir)
     if "://" not in args.workdir:  # a readable log beside the metrics (local workdirs)

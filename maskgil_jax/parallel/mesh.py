@@ -17,10 +17,12 @@ from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from maskgil_jax.configlib.finalize import ConfigError
+from maskgil_jax.parallel import peers
 from maskgil_jax.parallel.rules import MESH_AXES
 
 BATCH_AXES = ("data", "fsdp")
 DISTRIBUTED_MODES = ("auto", "yes", "no")
+DEFAULT_HEARTBEAT_S = 100  # jax.distributed.initialize's own default
 
 
 def _several(name: str) -> bool:
@@ -41,31 +43,71 @@ def launched_on_several_processes() -> bool:
   return False
 
 
+MODE_ENV = "MASKGIL_JAX_DISTRIBUTED"  # what mode 'auto' means, where a launcher knows better
+MANUAL_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
+
+def manual_settings() -> dict:
+  """coordinator_address / num_processes / process_id from the environment, for launchers JAX
+  cannot detect (a process started by hand or by a plain ssh loop): all three or none."""
+  given = {k: os.environ.get(k, "") for k in MANUAL_ENV}
+  if not any(given.values()):
+    return {}
+  if not given["JAX_NUM_PROCESSES"] and not given["JAX_PROCESS_ID"]:
+    return {}  # a coordinator address alone: JAX's cluster detection supplies the rest
+  missing = [k for k, v in given.items() if not v]
+  if missing:
+    raise ConfigError(f"environment: {', '.join(MANUAL_ENV)} go together; {', '.join(missing)} "
+                      "not set")
+  try:
+    count, index = int(given["JAX_NUM_PROCESSES"]), int(given["JAX_PROCESS_ID"])
+  except ValueError:
+    raise ConfigError(f"environment: JAX_NUM_PROCESSES={given['JAX_NUM_PROCESSES']!r} and "
+                      f"JAX_PROCESS_ID={given['JAX_PROCESS_ID']!r} must be integers") from None
+  if not 0 <= index < count:
+    raise ConfigError(f"environment: JAX_PROCESS_ID={index} is not in 0..{count - 1}")
+  return {"coordinator_address": given["JAX_COORDINATOR_ADDRESS"], "num_processes": count,
+          "process_id": index}
+
+
 def initialize_distributed(mode: str = "auto", *, heartbeat_timeout_s: int | None = None,
                            local_devices: int = 0, **explicit) -> bool:
   """`jax.distributed.initialize()` (cluster auto-detection) before JAX touches a device.
 
-  mode 'auto' initialises when `launched_on_several_processes()`; 'yes' always (e.g. a TPU pod
-  whose workers do not export their host list); 'no' never. Returns whether it initialised.
-  `heartbeat_timeout_s` bounds how long the others wait for a process that died (they then stop
-  with the coordination service's error instead of hanging in a collective); `explicit`
-  (coordinator_address, num_processes, process_id, local_device_ids) overrides detection.
-  With `local_devices` > 0 the process's devices are checked (`check_local_devices`).
+  mode 'auto' initialises when `launched_on_several_processes()`, unless the environment's
+  MASKGIL_JAX_DISTRIBUTED says 'yes' or 'no' (a TPU pod launcher whose workers do not export
+  their host list sets 'yes'); 'yes' always; 'no' never. Returns whether it initialised.
+  `heartbeat_timeout_s` bounds how long the others wait for a process that died; a
+  `peers.PeerWatch` then names it in an `error:` line. Settings come from the cluster
+  (SLURM, Open MPI, Cloud TPU), from JAX_COORDINATOR_ADDRESS + JAX_NUM_PROCESSES +
+  JAX_PROCESS_ID, or from `explicit` (coordinator_address, num_processes, process_id,
+  local_device_ids), which wins. With `local_devices` > 0 the process's devices are checked
+  (`check_local_devices`).
   """
   if mode not in DISTRIBUTED_MODES:
     raise ConfigError(f"config.mesh.distributed: {mode!r}; one of {DISTRIBUTED_MODES}")
+  if mode == "auto" and os.environ.get(MODE_ENV):
+    mode = os.environ[MODE_ENV]
+    if mode not in DISTRIBUTED_MODES:
+      raise ConfigError(f"environment: {MODE_ENV}={mode!r}; one of {DISTRIBUTED_MODES}")
   started = not (mode == "no" or (mode == "auto" and not launched_on_several_processes()))
   if started:
-    kw = dict(explicit)
-    if heartbeat_timeout_s:
-      kw["heartbeat_timeout_seconds"] = int(heartbeat_timeout_s)
+    kw = {**manual_settings(), **explicit}
+    kw["heartbeat_timeout_seconds"] = int(heartbeat_timeout_s or DEFAULT_HEARTBEAT_S)
     jax.distributed.initialize(**kw)
+    peers.start(kw["heartbeat_timeout_seconds"])
     logging.info("jax.distributed: process %d of %d, %d local / %d global devices",
                  jax.process_index(), jax.process_count(), jax.local_device_count(),
                  jax.device_count())
   if local_devices:
     check_local_devices(local_devices)
   return started
+
+
+def initialize_for(mesh_cfg) -> bool:
+  """`initialize_distributed` as `config.mesh` asks (the commands that take a `--config`)."""
+  return initialize_distributed(mesh_cfg.distributed, heartbeat_timeout_s=mesh_cfg.heartbeat_timeout_s,
+                                local_devices=mesh_cfg.local_devices)
 
 
 GIVEN_DEVICES_ENV = ("CUDA_VISIBLE_DEVICES", "SLURM_STEP_GPUS", "SLURM_JOB_GPUS",
