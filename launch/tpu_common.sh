@@ -3,14 +3,29 @@
 # SLICES=1 (default): NAME is a TPU VM (one slice):  gcloud compute tpus tpu-vm ssh|scp
 # SLICES=N > 1: NAME is a queued resource of N slices: gcloud compute tpus queued-resources
 #   ssh|scp ... --node=all (multi-slice needs queued resources)
-# DRY_RUN=1 prints every command (one `+ ` line each, shell-quoted) and runs none of them.
+# DRY_RUN=1 prints every command (one `+ ` line each, quoted only where needed, as a person
+# would type it) and runs none of them.
 
 SLICES=${SLICES:-1}
 REMOTE_ROOT=${REMOTE_ROOT:-maskgil_jax}     # code: ~/REMOTE_ROOT/<commit>, venv: ~/REMOTE_ROOT/venv
 
+words() {  # the arguments as one shell line a person can read: quoted only where needed
+  local out="" a
+  for a in "$@"; do
+    if [[ -n "$a" && "$a" =~ ^[A-Za-z0-9_./=:,+@%-]+$ ]]; then
+      out+="$a "
+    else
+      out+="'${a//\'/\'\\\'\'}' "
+    fi
+  done
+  printf '%s' "${out% }"
+}
 run() {  # print, and run unless DRY_RUN=1
-  echo "+ $(printf '%q ' "$@")"
+  echo "+ $(words "$@")"
   if [[ "${DRY_RUN:-0}" != "1" ]]; then "$@"; fi
+}
+ended() {  # the closing line: MESSAGE, or that nothing ran
+  if [[ "${DRY_RUN:-0}" == "1" ]]; then echo "dry run: nothing started"; else echo "$1"; fi
 }
 
 check_slices() {
@@ -26,7 +41,7 @@ on_workers() {  # COMMAND's lines are complete commands: joined with '; ' into o
   command=${command//\&; /\& }  # a line sent to the background ends with '&' alone
   if [[ "$SLICES" -gt 1 ]]; then
     run gcloud compute tpus queued-resources ssh "$name" --zone "$zone" --node=all --worker=all \
-      --command "$command"
+      --batch-size="${SSH_BATCH_SIZE:-1024}" --command "$command"
   else
     run gcloud compute tpus tpu-vm ssh "$name" --zone "$zone" --worker=all --command "$command"
   fi

@@ -48,4 +48,4 @@ mkdir -p $R/$SHA && tar -xzf \$HOME/maskgil_jax-$SHA.tar.gz -C $R/$SHA && rm \$H
 uv pip install --python $R/venv/bin/python -q $R/$SHA 'jax[tpu]==$JAX_VERSION'
 ln -sfn $R/$SHA $R/current
 $R/venv/bin/python -c 'import sys, jax; print(sys.version.split()[0], jax.__version__)'"
-echo "tpu_setup: $NAME ready: commit $SHA in ~/$REMOTE_ROOT/current, venv ~/$REMOTE_ROOT/venv"
+ended "tpu_setup: $NAME ready: commit $SHA in ~/$REMOTE_ROOT/current, venv ~/$REMOTE_ROOT/venv"

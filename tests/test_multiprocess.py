@@ -1,86 +1,30 @@
-"""Real multi-process runs on one machine: 2 processes joined by `jax.distributed` (coordinator
-on 127.0.0.1, gloo CPU collectives), 4 simulated devices each, against one process of 8.
+"""Real multi-process runs on one machine, started exactly as the launchers start them.
 
-One launch of 2 processes does, in order: train the tiny model straight to step 4, train another
-workdir to step 2 and resume it to 4 (both 2-process); sample from the checkpoint through
-`sample.main` (one merged `samples.npz`); extract codes (each process its share). The one-process
-run trains straight to step 6, resumes a copy of the 2-process checkpoint to 6, and samples and
-extracts the same. A second launch kills one process mid-run: the other must stop with an error
-within a bounded time instead of waiting forever in a collective.
+`launch/slurm_gpu.sbatch` runs with a stand-in `srun` (tests/standins/srun: 2 local tasks with
+SLURM's task environment) and `launch/tpu_pod.sh` with a stand-in `gcloud` (each worker's
+command run here, in a home of its own). Nothing is initialised by the test: each command sets
+up jax.distributed from its environment (4 simulated CPU devices per process, gloo collectives,
+coordinator on 127.0.0.1). The results are compared with the same commands run as one process
+of 8 devices: training (straight, and resumed on 2 and on 1 process), sampling, code and caption
+feature extraction. Then one process is killed mid-run: the other must stop with an `error:`
+line naming it, within the heartbeat timeout, instead of a native abort.
 """
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+STANDINS = REPO / "tests" / "standins"
 HEARTBEAT_S = 5
-
-WORKER = textwrap.dedent("""
-    import os, sys, signal, threading, pathlib
-    process_id, num_processes, port, role, root = (int(sys.argv[1]), int(sys.argv[2]),
-                                                   sys.argv[3], sys.argv[4], pathlib.Path(sys.argv[5]))
-    devices = 8 // num_processes
-    os.environ["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={devices} "
-                               "--xla_backend_optimization_level=0 "
-                               "--xla_llvm_disable_expensive_passes=true")
-    import jax, numpy as np
-    from maskgil_jax.parallel import mesh as mesh_lib
-    if num_processes > 1:
-      jax.config.update("jax_cpu_collectives_implementation", "gloo")
-      mesh_lib.initialize_distributed("yes", heartbeat_timeout_s=int(sys.argv[6]),
-                                      coordinator_address=f"127.0.0.1:{port}",
-                                      num_processes=num_processes, process_id=process_id)
-    from maskgil_jax import configlib, sample, train
-    from maskgil_jax import extract_codes as ec
-    from maskgil_jax.configlib import base_config
-    from maskgil_jax.models.vq import VQModel
-    from flax import nnx
-
-    def config(**overrides):
-      base = {"data.name": "codes", "data.path": str(root / "codes"), "data.read_threads": 0,
-              "data.prefetch": 0, "log.every_steps": 1, "ckpt.every_steps": 2,
-              "model.remat_policy": "none", "mesh.heartbeat_timeout_s": int(sys.argv[6]),
-              "batch_size": 8}
-      return configlib.load_config("tiny", {**base, **overrides})
-
-    if role == "killed":  # train long; process 1 dies once the first checkpoint is there
-      if process_id == 1:
-        def watch():
-          while not (root / "killed" / "checkpoints" / "2").exists():
-            threading.Event().wait(0.2)
-          print("KILLING", flush=True)
-          os.kill(os.getpid(), signal.SIGKILL)
-        threading.Thread(target=watch, daemon=True).start()
-      train.train(config(total_steps=10000), root / "killed")
-      sys.exit(0)
-
-    tag = f"p{num_processes}"
-    if num_processes > 1:
-      train.train(config(total_steps=4), root / "straight")
-      train.train(config(total_steps=2), root / "resumed")
-      train.train(config(total_steps=4), root / "resumed")
-    else:  # the same run on 1 process of 8 devices, and the 2-process checkpoint resumed here
-      import shutil
-      train.train(config(total_steps=6), root / "straight_p1")
-      shutil.copytree(root / "straight", root / "on_one")
-      train.train(config(total_steps=6), root / "on_one")
-    sample.main(["--ckpt", str(root / "straight"), "--decode", "mar", "--labels",
-                 ",".join(str(i % 10) for i in range(12)), "--tokens-only", "--steps", "2",
-                 "--batch-size", "8", "--out", str(root / f"samples_{tag}")])
-    c = base_config(tokenizer="tiny")
-    c.data.update(dict(name="folder", path=str(root / "images"), image_size=16,
-                       read_threads=0, prefetch=0))
-    tok = VQModel(c.tokenizer, rngs=nnx.Rngs(0))
-    summary = ec.extract_codes(c, root / f"codes_{tag}", tok, batch_size=2, shard_size=2,
-                               progress=False)
-""")
+FIXTURES = REPO / "tests" / "fixtures"
+pytestmark = pytest.mark.slow
 
 
 def free_port() -> int:
@@ -89,23 +33,82 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def start(n, role, root):
-  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
-  port = str(free_port())
-  return [subprocess.Popen([sys.executable, "-c", WORKER, str(i), str(n), port, role, str(root),
-                            str(HEARTBEAT_S)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True) for i in range(n)]
+def environment(root: pathlib.Path, processes: int, **extra) -> dict:
+  """What each process inherits: CPU devices (8 in all), gloo, a shared compilation cache."""
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith(("SLURM_", "JAX_COORDINATOR", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID",
+                              "TPU_WORKER", "MEGASCALE", "MASKGIL_JAX_DISTRIBUTED"))}
+  env.update(PATH=f"{STANDINS}:{env['PATH']}", JAX_PLATFORMS="cpu",
+             XLA_FLAGS=(f"--xla_force_host_platform_device_count={8 // processes} "
+                        "--xla_backend_optimization_level=0 "
+                        "--xla_llvm_disable_expensive_passes=true"),
+             JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
+             JAX_COMPILATION_CACHE_DIR=str(root / "xla_cache"), PYTHONUNBUFFERED="1",
+             STANDIN_LOGS=str(root / "tasks"), **extra)
+  env.pop("PYTHONPATH", None)  # the commands import the checkout they are started in
+  return env
 
 
-def finish(procs, timeout):
-  outs = [p.communicate(timeout=timeout) for p in procs]
-  for p, (out, err) in zip(procs, outs):
-    assert p.returncode == 0, err[-4000:]
-  return outs
+def run(cmd, env, timeout=900, ok=True):
+  proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+  if ok:
+    tasks = pathlib.Path(env["STANDIN_LOGS"])
+    errs = "".join(p.read_text()[-3000:] for p in sorted(tasks.glob("task-*.err"))) \
+        if tasks.exists() else ""
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:] + errs
+  return proc
+
+
+def slurm(root, command, *args, timeout=900):
+  """`COMMAND=command bash launch/slurm_gpu.sbatch ARGS`: 2 tasks of 4 devices."""
+  env = environment(root, 2, COMMAND=command, JAX_COORDINATOR_PORT=str(free_port()),
+                    GPUS_PER_PROCESS="4")  # each task drives its 4 simulated devices
+  return run(["bash", "launch/slurm_gpu.sbatch", *args], env, timeout)
+
+
+def one_process(root, command, *args):
+  """The same command as one process of 8 devices, no launcher."""
+  return run([sys.executable, "-m", f"maskgil_jax.{command}", *args], environment(root, 1))
+
+
+def train_args(root, workdir, steps):
+  return ["configs/tiny.py", str(workdir),
+          "--config.data.name=codes", f"--config.data.path={root / CODES}",
+          "--config.data.read_threads=0", "--config.data.prefetch=0",
+          "--config.log.every_steps=1", "--config.ckpt.every_steps=2",
+          "--config.model.remat_policy=none", f"--config.mesh.heartbeat_timeout_s={HEARTBEAT_S}",
+          "--config.batch_size=8", f"--config.total_steps={steps}"]
+
+
+def one_process_train(root, workdir, steps):
+  config, work, *rest = train_args(root, workdir, steps)
+  return one_process(root, "train", "--config", config, "--workdir", work, *rest)
+
+
+SAMPLE = ["--decode", "mar", "--labels", ",".join(str(i % 10) for i in range(12)),
+          "--tokens-only", "--steps", "2", "--batch-size", "8"]
+CODES = "it's codes"  # a quote and a space: arguments must reach every process intact
+
+
+def extract_codes_args(root, out):
+  return ["--config", "configs/tiny.py", "--out", str(out),
+          "--config.data.name=folder", f"--config.data.path={root / 'images'}",
+          "--config.data.image_size=16", "--config.data.read_threads=0",
+          "--config.data.prefetch=0", "--config.tokenizer.codebook_size=64",
+          f"--config.tokenizer.ckpt={FIXTURES / 'llamagen_vq_tiny.safetensors'}",
+          "--batch-size", "2", "--shard-size", "2"]
+
+
+def extract_text_args(root, out):
+  return ["--config", "configs/tiny.py:maskgil_t2i", "--out", str(out),
+          "--config.data.name=caption_folder", f"--config.data.path={root / 'captioned'}",
+          "--config.data.read_threads=0", "--config.data.prefetch=0",
+          f"--config.text.encoder={FIXTURES / 't5_encoder_tiny'}",
+          "--batch-size", "2", "--shard-size", "2"]
 
 
 def write_inputs(root):
-  """40 tiny code grids (training) and 8 small images (extraction)."""
+  """40 tiny code grids (training), 8 small images (codes), 6 captioned images (features)."""
   from PIL import Image
   from maskgil_jax.data import code_shards
   rng = np.random.default_rng(0)
@@ -114,22 +117,49 @@ def write_inputs(root):
                                codebook_size=1024, ten_crop=False, random_flip=False,
                                crop_range=1.1, fit="center_crop", tokenizer="random",
                                num_images=len(codes))
-  code_shards.write_meta(root / "codes", meta)
-  code_shards.write_shard(root / "codes", 0, len(codes), [
+  code_shards.write_meta(root / CODES, meta)
+  code_shards.write_shard(root / CODES, 0, len(codes), [
       code_shards.encode_record(i, i % 10, c[None], meta) for i, c in enumerate(codes)])
   for i in range(8):
     folder = root / "images" / f"class{i % 2}"
     folder.mkdir(parents=True, exist_ok=True)
     Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+  (root / "captioned").mkdir()
+  for i in range(6):
+    Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(
+        root / "captioned" / f"{i}.png")
+    (root / "captioned" / f"{i}.txt").write_text(f"a picture number {i}")
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
   root = tmp_path_factory.mktemp("multiprocess")
   write_inputs(root)
-  finish(start(2, "main", root), timeout=900)
-  finish(start(1, "main", root), timeout=600)
+  # 2 processes, as the SLURM script starts them
+  slurm(root, "train", *train_args(root, root / "straight", 4))
+  slurm(root, "train", *train_args(root, root / "resumed", 2))
+  slurm(root, "train", *train_args(root, root / "resumed", 4))
+  slurm(root, "sample", "--ckpt", str(root / "straight"), *SAMPLE, "--out", str(root / "samples_p2"))
+  slurm(root, "extract_codes", *extract_codes_args(root, root / "codes_p2"))
+  slurm(root, "extract_text", *extract_text_args(root, root / "text_p2"))
+  # 2 workers, as the TPU pod script starts them (stand-in gcloud, a home per worker)
+  env = environment(root, 2, STANDIN_HOMES=str(root / "homes"), STANDIN_REPO=str(REPO),
+                    STANDIN_PYTHON=sys.executable, STANDIN_PORT=str(free_port()), RUN_ID="r1")
+  run(["bash", "launch/tpu_pod.sh", "my-tpu", "zone", *train_args(root, root / "pod", 4)], env)
+  # 1 process of 8 devices
+  one_process_train(root, root / "straight_p1", 6)
+  shutil.copytree(root / "straight", root / "on_one")
+  one_process_train(root, root / "on_one", 6)
+  one_process(root, "sample", "--ckpt", str(root / "straight"), *SAMPLE,
+              "--out", str(root / "samples_p1"))
+  one_process(root, "extract_codes", *extract_codes_args(root, root / "codes_p1"))
+  one_process(root, "extract_text", *extract_text_args(root, root / "text_p1"))
   return root
+
+
+def losses(workdir):
+  from maskgil_jax.training.metrics import read_jsonl
+  return {r["step"]: r["train/loss"] for r in read_jsonl(workdir / "metrics.jsonl")}
 
 
 def test_resume_on_two_processes_is_exact(runs):
@@ -140,16 +170,19 @@ def test_resume_on_two_processes_is_exact(runs):
   assert sorted(p.name for p in positions) == ["process_0-of-2.json", "process_1-of-2.json"]
 
 
-def losses(workdir):
-  from maskgil_jax.training.metrics import read_jsonl
-  return {r["step"]: r["train/loss"] for r in read_jsonl(workdir / "metrics.jsonl")}
-
-
 def test_two_processes_train_as_one_process_of_eight_devices(runs):
   """One data stream for any number of processes: the same global batches on the same mesh."""
   two, one = losses(runs / "straight"), losses(runs / "straight_p1")
   assert sorted(two) == [1, 2, 3, 4]
   assert [two[s] for s in two] == pytest.approx([one[s] for s in two], rel=1e-6, abs=1e-6)
+
+
+def test_the_tpu_pod_script_starts_the_same_run_on_every_worker(runs):
+  """Two workers, each in its own home with its own log, train as the SLURM tasks did."""
+  assert losses(runs / "pod") == pytest.approx(losses(runs / "straight"), rel=1e-6, abs=1e-6)
+  logs = sorted((runs / "homes").glob("worker-*/maskgil_jax/logs/r1/*.log"))
+  assert [p.name for p in logs] == ["worker-0-worker-0.log", "worker-0-worker-1.log"]
+  assert "done at step 4 of 4" in logs[0].read_text()
 
 
 def test_a_two_process_checkpoint_resumes_exactly_on_one_process(runs):
@@ -186,20 +219,41 @@ def test_extract_codes_splits_the_work_and_the_union_is_complete(runs):
   assert two == one
 
 
-def test_a_killed_process_stops_the_others(tmp_path):
+def test_extract_text_splits_the_work_and_the_union_is_complete(runs):
+  def shards(out):
+    return {p.name: np.load(p) for p in sorted(out.glob("*.npy"))}
+
+  two, one = shards(runs / "text_p2"), shards(runs / "text_p1")
+  assert len(one) == 6 and sorted(two) == sorted(one)  # 3 shards: features + index each
+  for name in one:
+    np.testing.assert_allclose(two[name], one[name], atol=1e-6)
+
+
+def test_a_killed_process_stops_the_others_naming_it(tmp_path):
   write_inputs(tmp_path)
-  survivor, victim = start(2, "killed", tmp_path)
-  out, err = victim.communicate(timeout=600)
+  env = environment(tmp_path, 2, COMMAND="train", JAX_COORDINATOR_PORT=str(free_port()),
+                    GPUS_PER_PROCESS="4")
+  job = subprocess.Popen(["bash", "launch/slurm_gpu.sbatch",
+                          *train_args(tmp_path, tmp_path / "killed", 10000)],
+                         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+  tasks = tmp_path / "tasks"
+  deadline = time.monotonic() + 600
+  while not (tmp_path / "killed" / "checkpoints" / "2").exists():
+    assert job.poll() is None and time.monotonic() < deadline, job.communicate()[1][-3000:]
+    time.sleep(0.2)
+  os.kill(int((tasks / "task-1.pid").read_text()), 9)
   killed_at = time.monotonic()
-  assert "KILLING" in out and victim.returncode == -9, err[-3000:]
   try:
-    _, err = survivor.communicate(timeout=HEARTBEAT_S * 6 + 60)
+    job.communicate(timeout=HEARTBEAT_S * 6 + 60)
   except subprocess.TimeoutExpired:
-    survivor.kill()
-    survivor.communicate()
+    job.kill()
+    job.communicate()
     pytest.fail("the surviving process still runs long after the other was killed")
   waited = time.monotonic() - killed_at
-  assert survivor.returncode != 0
-  # gloo's collective fails at once, the coordination service then names the dead task
-  assert "another task died" in err or "heartbeat timeout" in err, err[-3000:]
-  assert waited < HEARTBEAT_S * 6 + 60
+  err = (tasks / "task-0.err").read_text()
+  assert job.returncode == 2, err[-3000:]
+  last = err.strip().splitlines()[-1]
+  assert last.startswith("error: lost process 1 of 2 (host "), err[-3000:]
+  assert "Check failure" not in err and "Terminating process" not in err
+  assert waited < HEARTBEAT_S + 30
