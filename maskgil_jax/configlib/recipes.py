@@ -124,7 +124,8 @@ T2I_BUCKETS = {
 
 def maskgil_t2i(size: str, stage: str = "256",
                 tokenizer: str = "vq16") -> ml_collections.ConfigDict:
-  """The paper's text-conditional MaskGIL: the MaskGIL block and recipe (MAR objective, AdamW
+  """A text-conditional MaskGIL after the paper's (its choices and their sources:
+  configs/maskgil_t2i_xl.py): the MaskGIL block and class recipe (MAR objective, AdamW
   lr 1e-4, betas (0.9, 0.96), weight decay 1e-5, arccos masks, label smoothing 0.1) with
   LlamaGen's caption prefix (120 FLAN-T5-XL slots, 2,048 wide; caption drop 0.1 for
   guidance), trained on image-caption data in aspect buckets around 256 px; stage '512'
