@@ -135,3 +135,19 @@ def test_head_schedule_runs_maskgils_passes_with_its_guidance_ramp(fixtures_dir)
 def test_the_old_schedule_name_is_refused_with_what_it_became():
   with pytest.raises(configlib.ConfigError, match=r"hybrid_schedule: 'truncated'.*renamed 'tail'.*'head'"):
     DecodeSettings.create(hybrid_schedule="truncated")
+
+
+def test_head_schedule_in_the_jitted_hybrid(fixtures_dir):
+  # 16 tokens, 4 arccos steps [1, 4, 5, 6]; 6 AR tokens leave 10: 1, 4, 5 in 3 passes
+  ar_model = load_generator(fixtures_dir / "llamagen_gpt_tiny.pt", tiny("llamagen"))
+  mar_model = load_generator(fixtures_dir / "maskgil_gpt_tiny.pt", tiny("maskgil_reference"))
+  settings = DecodeSettings.create(cfg_scale=3.0, steps=4, ar_tokens=6, hybrid_schedule="head")
+  counts, run = hybrid.head_counts("arccos", 4, 16, 6)
+  assert counts.tolist() == [1, 4, 5, 0] and run == 3
+  state = hybrid.generate_jit(ar_model, mar_model, jnp.array([1, 2]), jax.random.PRNGKey(0),
+                              settings)
+  steps = np.asarray(state.commit_step)
+  assert (steps[:, :6] == -1).all() and steps.max() == 2
+  for t in range(4):
+    np.testing.assert_array_equal((steps == t).sum(-1), counts[t])
+  assert hybrid.mar_steps_run(settings, 16) == 3
