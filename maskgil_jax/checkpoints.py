@@ -357,11 +357,12 @@ def restore_tokenizer(directory: str | os.PathLike, abstract_module):
   return restore_params(directory, abstract_module)
 
 
-def load_tokenizer(path: str | os.PathLike, tokenizer_config, *, ema: bool = False):
+def load_tokenizer(path: str | os.PathLike, tokenizer_config, *, ema: bool | None = None):
   """The tokenizer `tokenizer_config` describes, with weights from one of our checkpoints (a
   directory) or a reference `.pt` / `.safetensors` file of its family: LlamaGen's
   (`{"model": sd}` or a bare state dict), or a taming / Chameleon / Open-MAGVIT2 Lightning
-  checkpoint (`{"state_dict": sd}`; loss and EMA keys dropped, `ema` reads the EMA copy).
+  checkpoint (`{"state_dict": sd}`; loss keys dropped; the EMA copy when the file has one,
+  as Open-MAGVIT2's scripts use it, unless `ema=False`; `ema=True` requires it).
 
   Every key and shape is checked; a mismatch raises CheckpointError naming each missing,
   unexpected and mis-shaped entry. Lives here, beside the orbax side, so that `models/` never

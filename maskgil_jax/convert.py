@@ -9,16 +9,20 @@
 
 Kinds: `vq16` (LlamaGen's VQModel and relatives, `config.tokenizer`), `taming-vqgan` and
 `chameleon-vqgan` (taming's VQGAN: MaskGIT-pytorch's and Chameleon's Lightning checkpoints,
-tokenizer kind 'taming'), `open-magvit2` (kind 'magvit2'; Lightning `loss.*` and EMA keys are
-dropped, everything else is checked), `llamagen-c2i` (LlamaGen's
+tokenizer kind 'taming'), `open-magvit2` (kind 'magvit2'; Lightning `loss.*` keys are
+dropped, everything else is checked; its EMA copy `model_ema.*` is what is converted, as
+Open-MAGVIT2's own scripts use it, unless `--no-ema`), `llamagen-c2i` (LlamaGen's
 class-conditional GPT, `config.model.layout='llamagen'`), `llamagen-t2i` (its text-to-image GPT,
 layout 'llamagen' with `config.model.condition='caption'`, e.g. configs/llamagen_t2i_xl.py),
 `maskgil-reference` (the public MaskGIL
 GPT, layout 'maskgil_reference') and `native` (a file `maskgil_jax.export --layout native`
-wrote, of any of our models). `--src` is a `.pt`/`.pth` (read with torch.load(weights_only=True):
-nothing but tensors and plain containers is unpickled) or a `.safetensors` file; the state dict
-may be bare (FSDP/DDP prefixes are stripped) or under "model", "model_state_dict" or
-"state_dict"; `--entry ema` picks another entry. Every key and shape is checked against the
+wrote, of any of our models). `--src` is a `.pt`/`.pth`/`.ckpt` (read with
+torch.load(weights_only=True): nothing but tensors and plain containers is unpickled; a
+Lightning checkpoint that also pickles hyper-parameters, callbacks or optimizer state is read
+with those replaced by inert placeholders, and only the tensors under its "state_dict" are
+kept, see interop/torch_io.py) or a `.safetensors` file; the state dict may be bare (FSDP/DDP
+prefixes are stripped) or under "model", "model_state_dict" or "state_dict"; `--entry ema`
+picks another entry. Every key and shape is checked against the
 config first, and a checkpoint of another kind is named as such.
 
 The output is an orbax checkpoint in the trainer's layout (`OUT/checkpoints/0/`) with the
@@ -29,6 +33,7 @@ written beside `--out` and renamed into place when complete; an existing `--out`
 """
 from __future__ import annotations
 
+import argparse
 import json
 import pathlib
 import shutil
@@ -108,7 +113,7 @@ def _native_target(metadata: dict, config, source: str) -> str:
 
 
 def import_weights(kind: str, state_dict, metadata: dict, config, source: str,
-                   ema: bool = False):
+                   ema: bool | None = None):
   """(module, config to save with it) holding the weights of a state dict of `kind`."""
   if kind not in KINDS:
     raise cli.UsageError(f"--kind {kind!r}; one of {list(KINDS)}")
@@ -160,7 +165,7 @@ def write_checkpoint(out: pathlib.Path, module, config, overwrite: bool = False)
 
 
 def convert(kind: str, src, config, out, *, entry: str | None = None,
-            overwrite: bool = False, ema: bool = False) -> dict:
+            overwrite: bool = False, ema: bool | None = None) -> dict:
   """Convert `src` into an orbax checkpoint at `out`; returns a summary."""
   out = cli.check_new_output(out, overwrite=overwrite, what="folder")
   config = configlib.finalize(config)
@@ -178,8 +183,9 @@ def parser() -> cli.Parser:
   p.add_argument("--out", required=True, help="folder to write the orbax checkpoint to")
   p.add_argument("--entry", help="checkpoint entry holding the weights, e.g. ema (default: the "
                  "bare dict, model, model_state_dict or state_dict)")
-  p.add_argument("--ema", action="store_true", help="tokenizers: read the EMA copy of the "
-                 "weights (Open-MAGVIT2's model_ema.*)")
+  p.add_argument("--ema", action=argparse.BooleanOptionalAction, help="tokenizers: the EMA "
+                 "copy of the weights (Open-MAGVIT2's model_ema.*), the default when the file "
+                 "has one; --no-ema takes the raw weights")
   p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
   return p
 

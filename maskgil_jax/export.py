@@ -12,7 +12,11 @@ writes one `.pt` or `.safetensors` file (`--format`, otherwise from the suffix):
 - `maskgil-reference`: the public MaskGIL code's names, `{"model_state_dict": sd}` (its loaders
   read that entry); a tokenizer exports as for `llamagen`, which MaskGIL reuses.
 - `taming`, `open-magvit2`: a taming-kind (MaskGIT / Chameleon VQGAN) or magvit2-kind
-  tokenizer as `{"state_dict": sd}`, the Lightning entry their loaders read (no loss keys).
+  tokenizer as `{"state_dict": sd}`, the Lightning entry their loaders read (no loss keys),
+  also as a `.ckpt` file, the name their releases use. `open-magvit2` also writes the
+  weights' EMA copy (`model_ema.<key without dots>`, after the weights, as LitEma names
+  them): its configs set `use_ema`, and its scripts then take that copy, which would
+  otherwise be the model's random initialisation.
 - `native`: any of our models (QK-norm, post-norm, 2D RoPE, ...), for
   `maskgil_jax/interop/torch_model.py`.
 Every file carries the run's config as metadata, so `torch_model.load_transformer(FILE)` needs
@@ -39,7 +43,8 @@ LAYOUTS = ("llamagen", "maskgil-reference", "native", "taming", "open-magvit2")
 # the tokenizer kinds each reference layout can hold (native holds any)
 _TOKENIZER_LAYOUTS = {"llamagen": ("vq",), "maskgil-reference": ("vq",), "taming": ("taming",),
                       "open-magvit2": ("magvit2",)}
-FORMATS = {".pt": "pt", ".pth": "pt", ".safetensors": "safetensors"}
+FORMATS = {".pt": "pt", ".pth": "pt", ".ckpt": "pt", ".safetensors": "safetensors"}
+LIGHTNING_LAYOUTS = ("taming", "open-magvit2")  # the layouts a Lightning `.ckpt` can hold
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}
 # where each layout's reference GPT loaders look for the state dict inside a .pt file
 _PT_ENTRY = {"llamagen": "model", "maskgil-reference": "model_state_dict", "native": "model",
@@ -84,11 +89,16 @@ def transformer_state_dict(model: Transformer, config, layout: str, dtype) -> di
   return names.export_state_dict(model, gpt_names.gpt_rules(config.model), dtype=dtype)
 
 
-def check_output(out: pathlib.Path, fmt: str | None, overwrite: bool) -> None:
+def check_output(out: pathlib.Path, fmt: str | None, overwrite: bool,
+                 layout: str | None = None) -> None:
   """A user error for an --out that cannot be written as asked (before any work is done)."""
   suffix_format = FORMATS.get(out.suffix)
   if suffix_format is None:
-    raise cli.UsageError(f"--out {out}: use a .pt, .pth or .safetensors name")
+    raise cli.UsageError(f"--out {out}: use a .pt, .pth, .ckpt or .safetensors name")
+  if out.suffix == ".ckpt" and layout is not None and layout not in LIGHTNING_LAYOUTS:
+    raise cli.UsageError(f"--out {out}: a .ckpt is a Lightning checkpoint, which the "
+                         f"{layout} layout is not; use .pt or .safetensors (or --layout "
+                         f"{' / '.join(LIGHTNING_LAYOUTS)})")
   if fmt is not None and fmt != suffix_format:
     raise cli.UsageError(f"--format {fmt} does not match the --out suffix {out.suffix!r}")
   cli.check_new_output(out, overwrite=overwrite)
@@ -100,7 +110,7 @@ def export(workdir, layout: str, out, *, fmt: str | None = None, step: int | Non
   if layout not in LAYOUTS:
     raise cli.UsageError(f"--layout {layout!r}; one of {LAYOUTS}")
   out = pathlib.Path(out)
-  check_output(out, fmt, overwrite)
+  check_output(out, fmt, overwrite, layout)
   module, config, kind = restore_model(workdir, step, ema)
   if kind == "tokenizer":
     state_dict = tokenizer_state_dict(module, layout, DTYPES[dtype])
@@ -111,10 +121,20 @@ def export(workdir, layout: str, out, *, fmt: str | None = None, step: int | Non
   wrap = _PT_ENTRY[layout]
   if kind == "tokenizer" and layout in ("llamagen", "maskgil-reference", "native"):
     wrap = "model"  # MaskGIL loads LlamaGen's VQ
+  parameters = int(sum(v.size for k, v in state_dict.items() if k != vq_names.BUFFER_KEY))
+  tensors = len(state_dict)
+  if layout == "open-magvit2":
+    state_dict = with_ema_copy(state_dict)
   torch_io.save_state_dict(state_dict, out, wrap=wrap, metadata=metadata)
-  return dict(kind=kind, tensors=len(state_dict),
-              parameters=int(sum(v.size for k, v in state_dict.items()
-                                 if k != vq_names.BUFFER_KEY)))
+  return dict(kind=kind, tensors=tensors, parameters=parameters)
+
+
+def with_ema_copy(state_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """The weights, then LitEma's copy of each (`model_ema.<key without dots>`), in that
+  order: Open-MAGVIT2's transformer-stage loader maps each EMA key back through the plain
+  key it has already seen."""
+  ema = {tokenizer_names.EMA_PREFIX + k.replace(".", ""): v for k, v in state_dict.items()}
+  return {**state_dict, **ema}
 
 
 def parser() -> cli.Parser:

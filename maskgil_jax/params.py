@@ -1,8 +1,9 @@
 """`python -m maskgil_jax.params --config CONFIG [--config.a=b]`: parameter report.
 
-Builds the model with `jax.eval_shape` (nothing is allocated, so the 1.4B model reports on a
-laptop) and prints one row per parameter with its logical axes, a subtotal per module, and
-`params: N` last.
+Builds the model the config trains with `jax.eval_shape` (nothing is allocated, so the 1.4B
+model reports on a laptop): the transformer, or the tokenizer for a tokenizer config
+(`config.task = 'tokenizer'`, e.g. configs/vq16.py). Prints one row per parameter with its
+logical axes, a subtotal per module, and `params: N` last.
 """
 from __future__ import annotations
 
@@ -15,12 +16,22 @@ from flax import nnx
 from maskgil_jax import cli, configlib
 from maskgil_jax.interop.names import path_str
 from maskgil_jax.models.transformer import Transformer
-
+from maskgil_jax.models.vq import VQModel
 
 
 def report(model_config) -> tuple[list[str], int]:
   """Table rows and the total parameter count of the transformer for `config.model`."""
-  abstract = nnx.eval_shape(lambda: Transformer(model_config, rngs=nnx.Rngs(0)))
+  return module_report(nnx.eval_shape(lambda: Transformer(model_config, rngs=nnx.Rngs(0))))
+
+
+def tokenizer_report(tokenizer_config) -> tuple[list[str], int]:
+  """Table rows and the total parameter count of the tokenizer for `config.tokenizer`
+  (parameters only: LlamaGen's usage buffer is state, not a weight)."""
+  return module_report(nnx.eval_shape(lambda: VQModel(tokenizer_config, rngs=nnx.Rngs(0))))
+
+
+def module_report(abstract) -> tuple[list[str], int]:
+  """Table rows and the total parameter count of an abstract module."""
   variables = jax.tree_util.tree_flatten_with_path(
       nnx.state(abstract, nnx.Param), is_leaf=lambda x: isinstance(x, nnx.Variable))[0]
   rows = [f"{'parameter':<44} {'shape':<20} {'logical axes':<34} {'count':>13}"]
@@ -40,10 +51,16 @@ def report(model_config) -> tuple[list[str], int]:
 def _main(argv) -> int:
   args = cli.Parser("params", __doc__.split("\n\n")[0], config="required").parse(argv)
   config = configlib.finalize(cli.load_config(args))
-  m = config.model
-  rows, total = report(m)
-  print(f"model: size {m.size}, layout {m.layout}, {m.n_layer} layers, dim {m.dim}, "
-        f"{m.n_head} heads, grid {m.grid_size}x{m.grid_size}, {m.codebook_size} codes")
+  if config.get("task", "generator") == "tokenizer":
+    t = config.tokenizer
+    rows, total = tokenizer_report(t)
+    print(f"tokenizer: kind {t.kind}, {t.codebook_size} codes x {t.codebook_dim}, "
+          f"preset {t.preset}, channels {t.ch}, ch_mult {tuple(t.ch_mult)}")
+  else:
+    m = config.model
+    rows, total = report(m)
+    print(f"model: size {m.size}, layout {m.layout}, {m.n_layer} layers, dim {m.dim}, "
+          f"{m.n_head} heads, grid {m.grid_size}x{m.grid_size}, {m.codebook_size} codes")
   print("\n".join(rows))
   print(f"params: {total}")
   return 0

@@ -4,7 +4,7 @@
       [--labels 1,2,3 | --per-class N | --prompt TEXT ... [--prompts FILE] --text-encoder DIR] \
       [--steps 8] [--cfg-scale W] [--temperature T] \
       [--top-k K] [--top-p P] [--choice-temperature R] [--ar-tokens N] [--ar-cfg-scale W] \
-      [--ar-temperature T] [--hybrid-schedule {spread,truncated}] [--seed S] \
+      [--ar-temperature T] [--hybrid-schedule {spread,head,tail}] [--seed S] \
       [--batch-size B] [--tokenizer PATH] [--ar-ckpt CKPT --ar-config CONFIG] [--ema] \
       [--height H --width W] [--tokens-only] --out DIR [--config.a.b=value ...]
 
@@ -56,6 +56,7 @@ from tqdm import tqdm
 from maskgil_jax import checkpoints, cli, configlib
 from maskgil_jax.configlib.load import apply_override
 from maskgil_jax.decode import METHODS, DecodeSettings, captioned_grid, image_grid, write_png
+from maskgil_jax.decode.sampling import HYBRID_SCHEDULES
 from maskgil_jax.evaluation.image_sets import NpzImages
 from maskgil_jax.evaluation.sample_store import SETTINGS_FILE, SampleStore
 from maskgil_jax.models.conditions import Caption
@@ -106,9 +107,9 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str], list[str]]:
   p.add_argument("--ar-cfg-scale", type=float, help="hybrid: the AR half's guidance w "
                  "(default config.decode.ar_cfg_scale, 1.0 = LlamaGen's s 2.0)")
   p.add_argument("--ar-temperature", type=float, help="hybrid: the AR half's temperature")
-  p.add_argument("--hybrid-schedule", choices=("spread", "truncated"), help="hybrid: MAR "
-                 "steps spread over what AR left (spread) or the full-grid schedule cut "
-                 "(truncated, the reference code)")
+  p.add_argument("--hybrid-schedule", choices=HYBRID_SCHEDULES, help="hybrid: MAR steps "
+                 "spread over what AR left (spread), the full-grid schedule's first steps "
+                 "(head, the reference code) or its last steps (tail)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--batch-size", type=int, default=64, help="samples per compiled call")
   p.add_argument("--tokenizer", help="tokenizer weights (default: config.tokenizer.ckpt)")

@@ -3,7 +3,7 @@
   python -m maskgil_jax.study hybrid --ckpt CKPT [--ar-ckpt CKPT] [--config CONFIG] \
       --ar-tokens 0,16,32,64,128,192,256 --steps 4,8,16 --per-class N --out DIR \
       [--ref REF --inception WEIGHTS] [--cfg-scale W] [--ar-cfg-scale W] \
-      [--hybrid-schedule {spread,truncated}] [--batch-size B] [--seed S] [--tokenizer PATH]
+      [--hybrid-schedule {spread,head,tail}] [--batch-size B] [--seed S] [--tokenizer PATH]
 
 Every point is a decoder setting: `a` tokens written by AR, then MAR in `s` steps. a = 0 is
 MAR alone (one point per step count), a = all the grid's tokens is AR alone (one point, the
@@ -39,6 +39,7 @@ from maskgil_jax.configlib.load import apply_override
 from maskgil_jax.data.preprocess import to_model_range
 from maskgil_jax.decode import DecodeSettings, generate_tokens, tokens_to_images
 from maskgil_jax.decode.hybrid import mar_steps_run
+from maskgil_jax.decode.sampling import HYBRID_SCHEDULES
 
 RESULTS = "results.json"
 PLOT = "tradeoff.png"
@@ -241,7 +242,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--temperature", type=float, help="MAR temperature")
   p.add_argument("--ar-cfg-scale", type=float, help="AR guidance w")
   p.add_argument("--ar-temperature", type=float, help="AR temperature")
-  p.add_argument("--hybrid-schedule", choices=("spread", "truncated"))
+  p.add_argument("--hybrid-schedule", choices=HYBRID_SCHEDULES)
   p.add_argument("--schedule", help="MAR mask schedule")
   p.add_argument("--choice-temperature", type=float)
   p.add_argument("--batch-size", type=int, default=250, help="samples per compiled call")

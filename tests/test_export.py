@@ -217,7 +217,7 @@ def test_refusals_write_nothing(tmp_path):
     export.export(run, "llamagen", tmp_path / "a.pt")
   with pytest.raises(UserError, match="does not match"):
     export.export(run, "native", tmp_path / "a.pt", fmt="safetensors")
-  with pytest.raises(UserError, match=".pt, .pth or .safetensors"):
+  with pytest.raises(UserError, match=".pt, .pth, .ckpt or .safetensors"):
     export.export(run, "native", tmp_path / "a.bin")
   with pytest.raises(CheckpointError, match="holds no checkpoint"):
     export.export(tmp_path, "native", tmp_path / "a.pt")

@@ -32,3 +32,22 @@ def test_command_bad_value_is_one_line_error():
                      cwd=configlib.load.REPO_CONFIGS.parent)
   assert r.returncode == 2
   assert r.stderr.strip() == "error: config.model.dim: 66 is not divisible by model.n_head=4"
+
+
+def test_the_codes_gpt_1b_is_its_own_model_not_xxl():
+  # the public code's GPT_1B: 22 layers, 32 heads, width 2048 (its comment: 1.2B)
+  c = configlib.base_config("GPT_1B", "llamagen")
+  c.objective.name = "ar"
+  m = configlib.finalize(c).model
+  assert (m.n_layer, m.n_head, m.dim, m.dim // m.n_head) == (22, 32, 2048, 64)
+  _, total = report(m)
+  assert 1.15e9 < total < 1.25e9
+
+
+def test_a_tokenizer_config_reports_the_tokenizer():
+  out = subprocess.run([sys.executable, "-m", "maskgil_jax.params", "--config",
+                        "configs/vq16.py"], capture_output=True, text=True, check=True,
+                       cwd=configlib.load.REPO_CONFIGS.parent).stdout
+  assert out.startswith("tokenizer: kind vq, 16384 codes x 8")
+  assert "quantize.embedding.weight" in out and "layers." not in out
+  assert out.strip().splitlines()[-1] == "params: 71883403"  # LlamaGen's VQ-16 (reference.md)

@@ -68,11 +68,11 @@ def test_study_writes_results_and_plot_and_resumes(tiny, tmp_path):
 
 def test_hybrid_points_write_their_ar_tokens_with_the_ar_settings(tiny):
   config, model, _ = tiny
-  base = study.DecodeSettings.from_config(config.decode).replace(hybrid_schedule="truncated")
+  base = study.DecodeSettings.from_config(config.decode).replace(hybrid_schedule="tail")
   ar_only = study.point_settings(base, 16, None, 16)
   assert float(ar_only.cfg_scale) == config.decode.ar_cfg_scale and ar_only.ar_tokens == 16
   hybrid = study.point_settings(base, 8, 4, 16)
-  # the truncated schedule skips the steps the 8 AR tokens cover
+  # the tail schedule skips the steps the 8 AR tokens cover
   assert study.forward_passes(hybrid, 8, 16) < 8 + 4
   tokens, per_image = study.decode_tokens(model, np.arange(3, dtype=np.int32), 0, hybrid,
                                           "hybrid", batch=2)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from maskgil_jax import checkpoints, configlib, convert, export
+from maskgil_jax.cli import UsageError
 from maskgil_jax.configlib import ConfigError
 from maskgil_jax.interop import tokenizer_names, torch_io
 from maskgil_jax.interop.torch_io import CheckpointError
@@ -80,22 +81,46 @@ def test_a_file_of_another_family_is_named(fixtures_dir):
                            "f")
 
 
-def test_ema_copy_is_read_on_request(fixtures_dir, tmp_path):
+def test_the_ema_copy_is_read_when_present_as_open_magvit2_does(fixtures_dir, tmp_path, capsys):
   sd = torch_io.load_state_dict(fixtures_dir / "open_magvit2_tiny.safetensors")
   lightning = {k: torch.from_numpy(v) for k, v in sd.items()}
   lightning.update({"model_ema." + k.replace(".", ""): torch.from_numpy(v * 0 + 0.5)
                     for k, v in sd.items()})
   lightning["model_ema.num_updates"] = torch.tensor(7)
   lightning["loss.perceptual_loss.net.slice1.0.weight"] = torch.zeros(2)
-  path = tmp_path / "magvit2.ckpt.pt"
+  path = tmp_path / "magvit2.ckpt"
   torch.save({"state_dict": lightning, "global_step": 3}, path)
   config = configlib.tokenizer_config("tiny_magvit2")
-  live = checkpoints.load_tokenizer(path, config)
-  ema = checkpoints.load_tokenizer(path, config, ema=True)
-  np.testing.assert_array_equal(live.decoder.conv_out.bias[...], sd["decoder.conv_out.bias"])
-  np.testing.assert_array_equal(ema.decoder.conv_out.bias[...], np.full(3, 0.5, np.float32))
+  capsys.readouterr()
+  default = checkpoints.load_tokenizer(path, config)
+  assert "magvit2.ckpt: loaded the EMA weights" in capsys.readouterr().err
+  raw = checkpoints.load_tokenizer(path, config, ema=False)
+  assert "loaded the raw weights (the file also holds an EMA copy" in capsys.readouterr().err
+  np.testing.assert_array_equal(default.decoder.conv_out.bias[...], np.full(3, 0.5, np.float32))
+  np.testing.assert_array_equal(raw.decoder.conv_out.bias[...], sd["decoder.conv_out.bias"])
+  # convert follows the same default, and --no-ema takes the raw weights
+  gen = generator_config("tiny_magvit2")
+  for flag, expected in ((None, 0.5), (False, sd["decoder.conv_out.bias"])):
+    out = tmp_path / f"conv_{flag}"
+    convert.convert("open-magvit2", path, gen, out, ema=flag)
+    got = checkpoints.load_tokenizer(out, config)
+    np.testing.assert_array_equal(got.decoder.conv_out.bias[...],
+                                  np.broadcast_to(expected, (3,)).astype(np.float32))
+  # a file without an EMA copy loads its weights, and says so; insisting on EMA is refused
+  plain = fixtures_dir / "open_magvit2_tiny.safetensors"
+  checkpoints.load_tokenizer(plain, config)
+  assert "loaded the raw weights (the file has no EMA copy)" in capsys.readouterr().err
   with pytest.raises(CheckpointError, match="has no EMA weights"):
-    checkpoints.load_tokenizer(fixtures_dir / "open_magvit2_tiny.safetensors", config, ema=True)
+    checkpoints.load_tokenizer(plain, config, ema=True)
+
+
+def test_convert_ema_flag_on_the_command_line(fixtures_dir, tmp_path):
+  args = convert.parser().parse(["--kind", "open-magvit2", "--src", "x.ckpt", "--config",
+                                 "configs/tiny.py", "--out", str(tmp_path / "o"), "--no-ema"])
+  assert args.ema is False
+  args = convert.parser().parse(["--kind", "open-magvit2", "--src", "x.ckpt", "--config",
+                                 "configs/tiny.py", "--out", str(tmp_path / "o")])
+  assert args.ema is None
 
 
 @pytest.mark.parametrize("stem", sorted(FAMILIES))
@@ -104,19 +129,36 @@ def test_convert_and_export_back_to_the_reference_layout(fixtures_dir, tmp_path,
   config = generator_config(preset)
   convert.convert(kind, fixtures_dir / weights, config, tmp_path / "ckpt")
   layout = "open-magvit2" if kind == "open-magvit2" else "taming"
-  out = tmp_path / "back.pt"
+  out = tmp_path / "back.ckpt"  # the name the releases use (docs/tokenizer.md)
   info = export.export(tmp_path / "ckpt", layout, out)
   assert info["kind"] == "tokenizer"
-  back = torch.load(out, weights_only=True)["state_dict"]  # what their loaders read
+  written = torch.load(out, weights_only=True)["state_dict"]  # what their loaders read
+  back, dropped = tokenizer_names.split_non_network(written)
   reference, _ = tokenizer_names.split_non_network(
       torch_io.load_state_dict(fixtures_dir / weights))
-  assert sorted(back) == sorted(reference)
+  assert sorted(back) == sorted(reference) and info["tensors"] == len(reference)
   if weights.endswith(".pt"):  # a torch file keeps the reference's registration order
     assert list(back) == list(reference)
   for k, v in reference.items():
     np.testing.assert_array_equal(back[k].numpy(), v)
+  if layout == "open-magvit2":
+    # LitEma's copy after the weights, so its use_ema loaders find the same weights
+    ema = [tokenizer_names.EMA_PREFIX + k.replace(".", "") for k in back]
+    assert dropped == sorted(ema) and list(written)[len(back):] == ema
+    for k in back:
+      np.testing.assert_array_equal(written[tokenizer_names.EMA_PREFIX + k.replace(".", "")],
+                                    back[k])
+  else:
+    assert dropped == []
+  # and read back by our own loader
+  again = checkpoints.load_tokenizer(out, configlib.tokenizer_config(preset))
+  first = next(iter(reference))
+  np.testing.assert_array_equal(
+      tokenizer_names.export_tokenizer_state_dict(again)[first], reference[first])
   with pytest.raises(ConfigError, match="no counterpart in the llamagen layout"):
     export.export(tmp_path / "ckpt", "llamagen", tmp_path / "x.pt")
+  with pytest.raises(UsageError, match="a .ckpt is a Lightning checkpoint"):
+    export.export(tmp_path / "ckpt", "native", tmp_path / "x.ckpt")
 
 
 def test_chameleon_input_whitens_transparency_and_centre_crops():

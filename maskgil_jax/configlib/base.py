@@ -90,7 +90,7 @@ def decode_config() -> ml_collections.ConfigDict:
   d.ar_tokens = 128  # hybrid: tokens written by AR before MAR completes
   d.ar_cfg_scale = 1.0  # hybrid: the AR half's w (LlamaGen's recommended s = 2.0 is w = 1.0)
   d.ar_temperature = 1.0  # hybrid: the AR half's temperature
-  d.hybrid_schedule = "spread"  # hybrid MAR half: 'spread' over what AR left, or 'truncated'
+  d.hybrid_schedule = "spread"  # hybrid MAR half: 'spread', 'head' (reference) or 'tail'
   return d
 
 

@@ -1,4 +1,4 @@
-"""Transformer presets: the LlamaGen GPT sizes and the three token layouts."""
+"""Transformer presets: the GPT sizes (LlamaGen's, and the code's GPT_1B) and the token layouts."""
 from __future__ import annotations
 
 import ml_collections
@@ -8,7 +8,11 @@ MODEL_SIZES = {
     "B": (12, 12, 768),
     "L": (24, 16, 1024),
     "XL": (36, 20, 1280),
-    "XXL": (48, 24, 1536),
+    "XXL": (48, 24, 1536),  # 1.4B, the paper's largest class model (configs/maskgil_1b.py)
+    # The public MaskGIL/LlamaGen code's GPT_1B, a different model: 22 layers, width 2048 (32
+    # heads of 64), listed there among the text-conditional sizes; 1.2B parameters. Not the
+    # class-conditional XXL that configs/maskgil_1b.py trains (docs/reference.md).
+    "GPT_1B": (22, 32, 2048),
     "tiny": (2, 4, 64),  # tests
     "demo": (4, 4, 128),  # the CPU demo (configs/demo.py)
 }

@@ -122,16 +122,20 @@ T2I_BUCKETS = {
 }
 
 
-def maskgil_t2i(size: str, stage: str = "256") -> ml_collections.ConfigDict:
-  """The paper's text-conditional MaskGIL: the MaskGIL block and recipe (MAR objective, AdamW
+def maskgil_t2i(size: str, stage: str = "256",
+                tokenizer: str = "vq16") -> ml_collections.ConfigDict:
+  """A text-conditional MaskGIL after the paper's (its choices and their sources:
+  configs/maskgil_t2i_xl.py): the MaskGIL block and class recipe (MAR objective, AdamW
   lr 1e-4, betas (0.9, 0.96), weight decay 1e-5, arccos masks, label smoothing 0.1) with
   LlamaGen's caption prefix (120 FLAN-T5-XL slots, 2,048 wide; caption drop 0.1 for
   guidance), trained on image-caption data in aspect buckets around 256 px; stage '512'
   continues at 512 px buckets from a stage-1 checkpoint (`ckpt.init_from`), as LlamaGen's
-  second text-to-image stage does."""
+  second text-to-image stage does. No random flip: a caption may say left or right (LlamaGen's
+  `train_t2i.py` does not flip either); `--config.data.random_flip=True` asks for it."""
   if stage not in T2I_BUCKETS:
     raise ValueError(f"stage {stage!r}: one of {sorted(T2I_BUCKETS)}")
-  c = maskgil(size)
+  c = maskgil(size, tokenizer)
+  c.data.random_flip = False
   c.model.condition = "caption"
   c.model.caption_dim = 2048
   c.model.cls_token_num = c.text.max_length = 120

@@ -71,16 +71,17 @@ def _step(model, labels, keys, settings: DecodeSettings, counts, step, state: Ma
 
 
 def generate(model, labels, key, settings: DecodeSettings, init_tokens=None, counts=None,
-             first_step: int = 0) -> MarState:
+             first_step: int = 0, stop_step: int | None = None) -> MarState:
   """Decode labels [B] (or a `conditions.Caption`) into a MarState of tokens [B, L] in `settings.steps` forward passes.
 
   `key` is one key or one per sample ([B]; see sampling.row_keys).
 
   `init_tokens` [B, L] (optional) holds given codes and MASK (`model.layout.mask_id`) where the
   decoder should write; each row's masked count is spread over the steps by the schedule,
-  unless `counts` [steps] or [B, steps] gives the tokens each step commits. `first_step`
-  (static) starts the loop at that step of the `settings.steps`-step schedule, so guidance
-  ramp and noise annealing continue from there (the hybrid's truncated schedule).
+  unless `counts` [steps] or [B, steps] gives the tokens each step commits. `first_step` and
+  `stop_step` (static) run only steps first_step..stop_step-1 of the `settings.steps`-step
+  schedule, guidance ramp and noise annealing still t / (steps - 1) (the hybrid's head and
+  tail schedules).
   """
   layout = model.layout
   if layout.mask_id is None:
@@ -99,7 +100,8 @@ def generate(model, labels, key, settings: DecodeSettings, init_tokens=None, cou
                    commit_step=jnp.full((b, n), -1, jnp.int32))
   keys = row_keys(key, b)
   body = lambda step, s: _step(model, labels, keys, settings, counts, step, s)
-  return jax.lax.fori_loop(first_step, settings.steps, body, state)
+  stop = settings.steps if stop_step is None else stop_step
+  return jax.lax.fori_loop(first_step, stop, body, state)
 
 
 generate_jit = jax.jit(generate)

@@ -27,9 +27,10 @@ from maskgil_jax.configlib import ConfigError
 from maskgil_jax.decode.schedules import SCHEDULES
 
 CFG_SCHEDULES = ("linear", "constant")
-# 'spread': the schedule of `steps` steps over the tokens AR left (ours); 'truncated': the
-# full-grid schedule, its steps that AR's tokens cover skipped (the reference code's way)
-HYBRID_SCHEDULES = ("spread", "truncated")
+# 'spread': the schedule of `steps` steps over the tokens AR left (ours); 'head': the full-grid
+# schedule from its first step, each step capped by what is left (the reference code's way);
+# 'tail': the full-grid schedule, its steps that AR's tokens cover skipped (decode/hybrid.py)
+HYBRID_SCHEDULES = ("spread", "head", "tail")
 
 
 @struct.dataclass
@@ -70,7 +71,9 @@ class DecodeSettings:
          f"must be an int >= 0, got {ar_tokens!r}"),
         (ar_temperature >= 0, "ar_temperature", f"must be >= 0 (0 = greedy), got {ar_temperature}"),
         (hybrid_schedule in HYBRID_SCHEDULES, "hybrid_schedule",
-         f"{hybrid_schedule!r}; one of {HYBRID_SCHEDULES}"),
+         f"{hybrid_schedule!r}; one of {HYBRID_SCHEDULES}" + (
+             " ('truncated' was renamed 'tail', what it does; the reference code's schedule "
+             "is 'head')" if hybrid_schedule == "truncated" else "")),
     ]
     for ok, field, msg in checks:
       if not ok:

@@ -9,6 +9,11 @@ checkpoints (`{"state_dict": sd, ...}`) whose state dict also holds the training
 (`model_ema.*`, LitEma's names: the key with its dots removed). Those are dropped by the rule
 below, and only those: every other key must be a network weight of the table, and every
 weight of the table must be present.
+
+When a file holds the EMA copy, it is what gets loaded unless asked otherwise (`ema=False`):
+Open-MAGVIT2's own reconstruction and evaluation scripts run under `ema_scope()` and its
+transformer stage loads `model_ema.*`, so the EMA weights are the ones its results come from.
+Which copy was loaded is said on the terminal.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from collections.abc import Mapping
 import jax.numpy as jnp
 import numpy as np
 
+from maskgil_jax import cli
 from maskgil_jax.interop import magvit2_names, taming_names, vq_names
 from maskgil_jax.interop.names import Rule, export_state_dict, import_state_dict
 from maskgil_jax.interop.torch_io import CheckpointError
@@ -94,10 +100,16 @@ def family_of(state_dict) -> str | None:
   return None
 
 
+def has_ema(state_dict) -> bool:
+  return any(k.startswith(EMA_PREFIX) for k in state_dict)
+
+
 def import_tokenizer_state_dict(model: VQModel, state_dict, *, source: str = "checkpoint",
-                                ema: bool = False) -> VQModel:
+                                ema: bool | None = None) -> VQModel:
   """A copy of `model` (concrete or abstract) holding the weights of a reference state dict
-  of its family; every key and shape is checked first. `ema` takes Open-MAGVIT2's EMA copy."""
+  of its family; every key and shape is checked first. `ema`: None takes the EMA copy
+  (`model_ema.*`) when the file has one, as Open-MAGVIT2 does; True requires it; False takes
+  the raw weights."""
   s = model.spec
   _check_family(s, state_dict, source)
   if s.kind in ("vq", "lfq"):
@@ -105,8 +117,15 @@ def import_tokenizer_state_dict(model: VQModel, state_dict, *, source: str = "ch
       raise CheckpointError(f"{source}: LlamaGen tokenizer files keep no EMA copy")
     return vq_names.import_vq_state_dict(model, state_dict, source=source)
   rules = tokenizer_rules(model)
-  if ema:
+  present = has_ema(state_dict)
+  use_ema = present if ema is None else ema
+  if use_ema:
     state_dict = ema_weights(state_dict, rules, source)
+  if present or ema is not None or s.kind == "magvit2":
+    which = ("the EMA weights (model_ema.*; --no-ema for the raw ones)" if use_ema else
+             "the raw weights" + (" (the file also holds an EMA copy, the one its authors' "
+                                  "scripts use)" if present else " (the file has no EMA copy)"))
+    cli.notice("%s: loaded %s", source, which)
   network, _ = split_non_network(state_dict)
   new = import_state_dict(model, network, rules, source=source)
   # the reference keeps no usage window: start an empty one

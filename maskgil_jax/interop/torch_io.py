@@ -1,9 +1,16 @@
 """Reading and writing PyTorch weight files without trusting them.
 
-`.pt`/`.pth` files are opened with `torch.load(weights_only=True)`, which refuses any pickled
-object that is not a tensor or a plain container, so a checkpoint can never run code here.
-`.safetensors` files need no torch at all (bfloat16 tensors included). Every failure is a
-`CheckpointError` that names the file and what is wrong with it.
+`.pt`/`.pth`/`.ckpt` files are opened with `torch.load(weights_only=True)`, which refuses any
+pickled object that is not a tensor or a plain container, so a checkpoint can never run code
+here. PyTorch Lightning checkpoints (`{"state_dict": sd, ...}`, as taming's pinned Lightning
+1.0.8 writes them) also pickle hyper-parameters, callbacks and optimizer state as objects of
+their own classes; such a file is read a second time by `_RestrictedUnpickler`, which rebuilds
+only what `weights_only` would (tensors, their storages, plain containers) and stands an inert
+placeholder in for every other class, importing nothing and calling nothing of the file's, and
+only the tensors under `state_dict` are kept. A pickle that names a code-running function
+(`os.system`, `builtins.eval`, ...) is refused outright. `.safetensors` files need no torch at
+all (bfloat16 tensors included). Every failure is a `CheckpointError` that names the file and
+what is wrong with it.
 
 Files written by `maskgil_jax.export` carry string metadata (the safetensors header, or a
 `"metadata"` entry beside the state dict in a `.pt` file) under the `META_*` keys below;
@@ -12,12 +19,14 @@ from this package; a test checks they agree).
 """
 from __future__ import annotations
 
+import _compat_pickle
 import argparse
-
 import json
 import os
 import pathlib
+import pickle
 import re
+import types
 import zipfile
 from collections.abc import Mapping
 
@@ -67,15 +76,130 @@ def load_torch_file(path: str | os.PathLike) -> Mapping:
     text = str(e)
     if "Weights only load failed" in text or "Unsupported global" in text:
       found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-      what = f" ({found.group(1)})" if found else ""
-      raise CheckpointError(
-          f"{path}: refused: it pickles objects that are not tensors{what}, and only plain "
-          "weight files are loaded (torch.load weights_only=True). If you trust the file, "
-          "re-save its state dict alone: torch.save({'model': torch.load(FILE, "
-          "weights_only=False)['model']}, 'weights.pt')") from e
+      return _lightning_weights(path, found.group(1) if found else None)
     raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint "
                           f"(truncated or corrupt?): {text.splitlines()[0][:300]}") from e
   return _to_numpy(obj)
+
+
+# ---- Lightning checkpoints: objects beside the weights ------------------------------------------
+# Globals whose mere naming in a pickle marks it as an attempt to run code: refused, not replaced.
+_CODE_MODULES = ("os", "posix", "nt", "subprocess", "sys", "shutil", "importlib", "runpy",
+                 "pickle", "_pickle", "marshal", "ctypes", "socket", "pty", "code", "codeop",
+                 "webbrowser", "multiprocessing", "pdb", "types", "inspect", "torch.hub")
+_CODE_BUILTINS = ("eval", "exec", "compile", "__import__", "getattr", "setattr", "delattr",
+                  "open", "input", "breakpoint", "globals", "locals", "vars", "exit", "quit")
+
+
+class _Refused(Exception):
+  pass
+
+
+class _Inert:
+  """Stands in for an object of a class the reader does not rebuild: it keeps what the pickle
+  hands it (constructor arguments, state, items) and has no behaviour of its own."""
+  pickled_name = "?"
+
+  def __new__(cls, *args, **kwargs):
+    obj = object.__new__(cls)
+    obj.__dict__["pickled"] = {"args": args, "kwargs": kwargs, "state": None, "items": {},
+                               "list": []}
+    return obj
+
+  def __init__(self, *args, **kwargs):
+    pass
+
+  def __setstate__(self, state):
+    self.__dict__["pickled"]["state"] = state
+
+  def __setitem__(self, key, value):
+    self.__dict__["pickled"]["items"][key] = value
+
+  def append(self, value):
+    self.__dict__["pickled"]["list"].append(value)
+
+  def extend(self, values):
+    self.__dict__["pickled"]["list"].extend(values)
+
+  def __repr__(self):
+    return f"<{self.pickled_name} (not rebuilt)>"
+
+
+def _trusted_globals() -> dict:
+  """What `torch.load(weights_only=True)` itself rebuilds: tensors, storages, dtypes, plain
+  containers, and the functions that assemble them."""
+  from collections import OrderedDict
+  import torch
+  try:
+    from torch._weights_only_unpickler import _get_allowed_globals
+    return dict(_get_allowed_globals())
+  except ImportError:  # pragma: no cover - an older or newer torch: the essentials
+    return {"collections.OrderedDict": OrderedDict, "builtins.set": set,
+            "torch._utils._rebuild_tensor_v2": torch._utils._rebuild_tensor_v2,
+            "torch._utils._rebuild_parameter": torch._utils._rebuild_parameter}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+  """An unpickler that never imports or calls anything of the file's: globals torch trusts
+  are rebuilt, code-running ones refused, and every other class an `_Inert` placeholder."""
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.trusted = _trusted_globals()
+    self.replaced: dict[str, type] = {}
+
+  def find_class(self, module, name):
+    # Python 2 names (protocol 2 writes `__builtin__.eval`), mapped as pickle itself maps them
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+      module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+    module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+    full = f"{module}.{name}"
+    if full in self.trusted:
+      return self.trusted[full]
+    root = module.split(".")[0]
+    if (module in _CODE_MODULES or root in _CODE_MODULES
+        or (module == "builtins" and name in _CODE_BUILTINS)):
+      raise _Refused(full)
+    if full not in self.replaced:
+      self.replaced[full] = type(f"Inert_{name}", (_Inert,), {"pickled_name": full})
+    return self.replaced[full]
+
+
+_RESTRICTED_PICKLE = types.ModuleType("maskgil_jax_restricted_pickle")
+_RESTRICTED_PICKLE.Unpickler = _RestrictedUnpickler
+
+
+def _lightning_weights(path: pathlib.Path, found: str | None) -> dict:
+  """{"state_dict": tensors} of a file `weights_only` refused because of `found`: the file read
+  by `_RestrictedUnpickler`; only a Lightning layout (a `state_dict` of tensors) is accepted."""
+  import torch
+  what = f" ({found})" if found else ""
+  try:
+    obj = torch.load(path, map_location="cpu", weights_only=False,
+                     pickle_module=_RESTRICTED_PICKLE)
+  except _Refused as e:
+    raise CheckpointError(f"{path}: refused: it pickles a call to {e} (code, not weights); "
+                          "nothing in it was run") from None
+  except Exception as e:
+    raise CheckpointError(f"{path}: refused: it pickles objects that are not tensors{what} and "
+                          f"cannot be read without them: {str(e).splitlines()[0][:200]}") from e
+  sd = obj.get("state_dict") if isinstance(obj, Mapping) else None
+  if not isinstance(sd, Mapping):
+    entries = sorted(str(k) for k in obj) if isinstance(obj, Mapping) else []
+    held = [k for k in STATE_DICT_ENTRIES if k in entries]
+    fix = (f"torch.save({{{held[0]!r}: torch.load(FILE, weights_only=False)[{held[0]!r}]}}, "
+           "'weights.pt')" if held else
+           "torch.save(torch.load(FILE, weights_only=False)[ENTRY], 'weights.pt') with the "
+           f"entry that holds the weights (entries: {entries[:20]})")
+    raise CheckpointError(
+        f"{path}: refused: it pickles objects that are not tensors{what}, and only plain weight "
+        "files and Lightning checkpoints (a 'state_dict' entry) are loaded. If you trust the "
+        f"file, re-save its weights alone: {fix}")
+  odd = [f"{k} ({type(v).__name__})" for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+  if odd:
+    raise CheckpointError(f"{path}: its state_dict holds objects that are not tensors: "
+                          + ", ".join(odd[:5]))
+  return {"state_dict": _to_numpy(dict(sd))}
 
 
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
