@@ -16,13 +16,9 @@ TORCH = "torch>=2.4"  # reading PyTorch .pt/.pth files (LlamaGen weights, Incept
 TENSORFLOW = ["tensorflow-cpu>=2.20,<2.22"]  # TFDS dataset preparation (tfds build)
 APP = ["gradio>=6,<7"]  # the web demo (python -m maskgil_jax.app); 6.31 tested
 
+# Name, version, licence, Python version and URLs are in pyproject.toml (PEP 621); what is
+# computed (requirements from requirements.txt, the extras, the package layout) stays here.
 setup(
-    name="maskgil_jax",
-    version="0.1.0",
-    description="MaskGIL and LlamaGen image generators in JAX/Flax NNX.",
-    long_description=(ROOT / "README.md").read_text(),
-    long_description_content_type="text/markdown",
-    python_requires=">=3.11",  # jax, flax and orbax need it
     packages=find_packages(include=["maskgil_jax", "maskgil_jax.*"]) + ["maskgil_jax.configs"],
     # the experiment files, so `--config maskgil_b` works after a non-editable install
     package_dir={"maskgil_jax.configs": "configs"},
@@ -40,8 +36,9 @@ setup(
         # for the TFDS mock-data test and the TF1 resize check of the FID preprocessing; the web
         # demo and Playwright's Python package for the browser test (it drives the system's
         # Chromium, never a downloaded one).
-        # nbclient runs the quickstart notebook top to bottom.
-        "test": ["pytest>=8,<10", "torch==2.13.0", *TENSORFLOW, *APP, "playwright>=1.49,<2",
+        # nbclient runs the quickstart notebook top to bottom. setuptools >= 77 (pyproject.toml's
+        # licence field) for the packaging test's wheel built without build isolation.
+        "test": ["pytest>=8,<10", "setuptools>=77", "torch==2.13.0", *TENSORFLOW, *APP, "playwright>=1.49,<2",
                  "nbclient>=0.10,<0.11", "nbformat>=5.9,<6", "ipykernel>=6.29,<8"],
     },
 )

@@ -1,4 +1,4 @@
-"""`python -m maskgil_jax.app`: a web page to try a model (Gradio; `pip install -e ".[app]"`).
+"""`python -m maskgil_jax.app`: a web page to try a model (`pip install "maskgil_jax[app]"`).
 
   python -m maskgil_jax.app [--ckpt CKPT] [--config CONFIG] [--tokenizer PATH] \
       [--text-encoder DIR] [--ar-ckpt CKPT --ar-config CONFIG] [--port 7860] [--host 127.0.0.1]
@@ -27,7 +27,7 @@ DEFAULT_PORT = 7860
 
 def parse_args(argv=None) -> argparse.Namespace:
   p = cli.Parser("app", "A web page to generate images with a model (needs the app extra: "
-                 'pip install -e ".[app]").', config="optional",
+                 'pip install "maskgil_jax[app]").', config="optional",
                  override_prefixes=("ar-config",),
                  usage="[--ckpt CKPT] [--config CONFIG] [--tokenizer PATH] [--port 7860]")
   p.add_argument("--ckpt", help="our checkpoint folder, or a PyTorch GPT file (with --config); "
@@ -98,8 +98,8 @@ def _main(argv=None) -> int:
   try:
     import gradio  # noqa: F401
   except ImportError:
-    raise cli.UsageError('the web demo needs Gradio: pip install -e ".[app]" (or pip install '
-                         '"gradio>=6,<7")') from None
+    raise cli.UsageError('the web demo needs Gradio: pip install "maskgil_jax[app]" '
+                         '(in a checkout: pip install -e ".[app]")') from None
   check_port(args.host, args.port)
 
   pipe = pipeline.load(ckpt, config, args.tokenizer, args.text_encoder, args.ar_ckpt,

@@ -5,7 +5,7 @@ and yields (gallery items, status line, grid PNG path or None) after every finis
 images appear as they finish and the status tells the time taken. A bad value (steps 0, an
 unknown class name, an empty prompt, ...) yields its message as the status line: the page shows
 it and the server goes on. `build` lays the page out; Gradio is imported only there, so the core
-install never needs it (`pip install -e ".[app]"`).
+install never needs it (`pip install "maskgil_jax[app]"`).
 """
 from __future__ import annotations
 

@@ -54,6 +54,18 @@ class CheckpointError(UserError):
   """A checkpoint that cannot be used: missing, truncated, of the wrong kind or shape."""
 
 
+TORCH_EXTRA = 'pip install "maskgil_jax[torch]"'
+
+
+def import_torch(what: str):
+  """The `torch` module, or a CheckpointError saying that `what` needs the torch extra."""
+  try:
+    import torch
+  except ImportError as e:
+    raise CheckpointError(f"{what} needs PyTorch: {TORCH_EXTRA}") from e
+  return torch
+
+
 def load_torch_file(path: str | os.PathLike) -> Mapping:
   """The raw object stored in a `.pt`/`.pth`/`.safetensors` file (tensors as numpy arrays)."""
   path = pathlib.Path(path)
@@ -61,10 +73,7 @@ def load_torch_file(path: str | os.PathLike) -> Mapping:
     raise CheckpointError(f"{path}: no such file")
   if path.suffix == ".safetensors":
     return read_safetensors(path)[0]
-  try:
-    import torch
-  except ImportError as e:  # pragma: no cover - torch is in the test extra
-    raise CheckpointError(f"{path}: reading .pt files needs torch (pip install torch)") from e
+  torch = import_torch(f"{path}: reading .pt files")
   if not zipfile.is_zipfile(path):
     raise CheckpointError(f"{path}: not a PyTorch zip checkpoint (truncated or another format)")
   try:
@@ -350,7 +359,7 @@ def save_state_dict(state_dict: Mapping[str, np.ndarray], path: str | os.PathLik
     if path.suffix == ".safetensors":
       _write_safetensors(arrays, tmp, {"format": "pt", **metadata})
     else:
-      import torch
+      torch = import_torch(f"{path}: writing .pt files")
       sd = {k: _torch_tensor(v) for k, v in arrays.items()}
       if wrap is None and metadata:
         raise ValueError("metadata in a .pt file needs a wrapper entry (wrap=...)")
