@@ -148,6 +148,7 @@ def make_manager(root: str | os.PathLike, *, every_steps: int = 1, keep: int | N
                  read_only: bool = False) -> ocp.CheckpointManager:
   """The CheckpointManager of a checkpoint root: asynchronous saves every `every_steps` steps
   (and at a preemption), keeping the newest `keep`; half-written saves are cleaned up."""
+  cli.quiet_checkpoint_library()
   options = ocp.CheckpointManagerOptions(
       save_interval_steps=every_steps, max_to_keep=keep, read_only=read_only,
       create=not read_only, cleanup_tmp_directories=not read_only,

@@ -11,7 +11,8 @@
 - **Nothing overwritten.** `check_new_output` refuses an existing output unless `--overwrite`
   is given, before any work is done; writers go through a temporary name and rename.
 - **Readable logs.** The terminal shows our notices (`notice`) and warnings as plain lines;
-  the checkpointing library's routine chatter is dropped.
+  the checkpointing library's routine chatter is dropped (its routine warnings for Python users
+  of the library too, `quiet_checkpoint_library`).
 """
 from __future__ import annotations
 
@@ -158,16 +159,31 @@ _ROUTINE = ("read only", "read_only", "read-only", "readonly")  # orbax's warnin
 
 
 class _LibraryChatter(logging.Filter):
-  """Drops INFO lines of the checkpointing library (a dozen per save or restore) and its
-  routine warnings (two 'read only' notes per restore), keeping every line of our own."""
+  """Drops the checkpointing library's routine warnings (two 'read only' notes per restore)
+  and, unless `info`, its INFO lines (a dozen per save or restore); keeps every line of our
+  own and every other warning of the library."""
+
+  def __init__(self, info: bool = False):
+    super().__init__()
+    self.info = info
 
   def filter(self, record: logging.LogRecord) -> bool:
     if "/orbax/" not in record.pathname and "orbax" not in record.name:
       return True
     if record.levelno < logging.WARNING:
-      return False
+      return self.info
     text = record.getMessage().lower()
     return not any(r in text for r in _ROUTINE)
+
+
+def quiet_checkpoint_library() -> None:
+  """The routine warnings dropped for Python users too (`pipeline.load`, any restore): a
+  filter on the `absl` logger, through which the library logs, so no handler sees them -- the
+  user's own, absl's or ours. Handlers, levels and every other record are left as they are.
+  Called where checkpoint managers are made; safe to call more than once."""
+  logger = logging.getLogger("absl")
+  if not any(isinstance(f, _LibraryChatter) for f in logger.filters):
+    logger.addFilter(_LibraryChatter(info=True))
 
 
 class _Terminal(logging.Handler):

@@ -142,3 +142,30 @@ def test_terminal_shows_our_warnings_but_not_the_library_chatter(tmp_path, tiny,
   logging.warning("checkpoint %s cannot be read; falling back to the previous one", "x/2")
   assert capsys.readouterr().err == ("warning: checkpoint x/2 cannot be read; falling back to "
                                      "the previous one\n")
+
+
+LOAD_AS_A_PYTHON_USER = """
+import json, logging, sys
+seen = []
+class Mine(logging.Handler):  # the user's own logging set-up, before the package is imported
+  def emit(self, record):
+    seen.append(f"{record.levelname}:{record.getMessage()}")
+logging.getLogger().addHandler(Mine(level=logging.WARNING))
+from absl import logging as absl_logging
+from maskgil_jax import pipeline
+pipe = pipeline.load(sys.argv[1])
+absl_logging.warning("an absl warning of the user")
+logging.getLogger("user").warning("a warning of the user")
+print("RESULT " + json.dumps(seen))
+"""
+
+
+def test_a_python_user_loading_a_checkpoint_sees_no_routine_library_warnings(tmp_path, tiny):
+  """`pipeline.load` of an orbax checkpoint (the library warns 'read only' twice per restore)
+  without the command shell's logging: the user's handler gets none of the routine warnings,
+  and still every warning of its own, absl's included."""
+  from worker import run_worker
+  config, model, _ = tiny
+  checkpoints.save_params(tmp_path / "run", model, config)
+  seen = run_worker(LOAD_AS_A_PYTHON_USER, str(tmp_path / "run"), timeout=300)
+  assert seen == ["WARNING:an absl warning of the user", "WARNING:a warning of the user"]
