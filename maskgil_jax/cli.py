@@ -30,6 +30,10 @@ PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, Permiss
                FileExistsError)
 
 
+CONFIG_HELP = ("experiment file (configs/x.py[:arg]) or a shipped config's name; "
+               "--config.a.b=value overrides a field")
+
+
 class Parser(argparse.ArgumentParser):
   """argparse with the shell's conventions: one-line errors and `--config` overrides."""
 
@@ -41,10 +45,18 @@ class Parser(argparse.ArgumentParser):
     super().__init__(prog=prog, description=description, usage=usage and f"{prog} {usage}",
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     self.prefixes = (("config",) if config else ()) + tuple(override_prefixes)
+    self.config_flag = None
     if config:
-      self.add_argument("--config", required=config == "required", metavar="FILE[:ARG]",
-                        help="experiment file (configs/x.py[:arg]) or a shipped config's name; "
-                             "--config.a.b=value overrides a field")
+      self.config_flag = self.add_argument(
+          "--config", required=config == "required", metavar="FILE[:ARG]", help=CONFIG_HELP)
+
+  def format_help(self) -> str:
+    """The help, with the names of the configs shipped now (read from their folder when the
+    help is shown, so a config added or folded into another is listed as it is)."""
+    if self.config_flag is not None:
+      from maskgil_jax.configlib.load import shipped_config_names
+      self.config_flag.help = f"{CONFIG_HELP}. Shipped: {', '.join(shipped_config_names())}"
+    return super().format_help()
 
   def error(self, message: str):  # argparse's hook for bad flags
     raise UsageError(f"{message} (see {self.prog} --help)")

@@ -185,3 +185,29 @@ def test_paths_in_a_finalized_config_are_absolute(tmp_path, monkeypatch):
   assert f.ckpt.init_from == "gs://b/run"
   assert f.tokenizer.loss.lpips_weights == f"{tmp_path / 'a.pt'},{tmp_path / 'b.pt'}"
   assert configlib.finalize(f).tokenizer.ckpt == f.tokenizer.ckpt  # idempotent
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "convert", "params", "extract_codes",
+                                     "extract_text", "app", "study"])
+def test_help_lists_the_shipped_configs_as_they_are_now(command, tmp_path, monkeypatch, capsys):
+  """`--help` names the configs `--config NAME` accepts, read from their folder when the help
+  is shown: a config added there is listed, one that is gone is not."""
+  folder = tmp_path / "configs"
+  folder.mkdir()
+  for name in ("alpha", "maskgil", "_private"):
+    (folder / f"{name}.py").write_text("def get_config(): pass\n")
+  monkeypatch.setattr(config_load, "shipped_configs", lambda: folder)
+  argv = ["hybrid", "--help"] if command == "study" else ["--help"]
+  with pytest.raises(SystemExit) as exit_:
+    MODULES[command].main(argv)
+  assert exit_.value.code == 0
+  text = " ".join(capsys.readouterr().out.split())
+  assert "Shipped: alpha, maskgil" in text and "_private" not in text and "tiny" not in text
+
+
+def test_help_lists_the_configs_shipped_with_the_package(capsys):
+  with pytest.raises(SystemExit):
+    params.main(["--help"])
+  text = " ".join(capsys.readouterr().out.split())
+  assert f"Shipped: {', '.join(config_load.shipped_config_names())}" in text
+  assert "tiny" in config_load.shipped_config_names()

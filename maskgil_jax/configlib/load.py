@@ -26,6 +26,11 @@ def shipped_configs() -> pathlib.Path:
   return REPO_CONFIGS
 
 
+def shipped_config_names() -> list[str]:
+  """The names `--config NAME` accepts without a path: the experiment files shipped now."""
+  return sorted(f.stem for f in shipped_configs().glob("*.py") if not f.stem.startswith("_"))
+
+
 def _resolve(path: str) -> pathlib.Path:
   p = pathlib.Path(path)
   if p.is_file():
@@ -35,8 +40,8 @@ def _resolve(path: str) -> pathlib.Path:
   for candidate in (folder / name, folder / f"{name}.py"):
     if candidate.is_file():
       return candidate
-  shipped = sorted(f.stem for f in folder.glob("*.py") if not f.stem.startswith("_"))
-  raise ConfigError(f"--config {path}: no such file, nor a shipped config (one of {shipped})")
+  raise ConfigError(f"--config {path}: no such file, nor a shipped config (one of "
+                    f"{shipped_config_names()})")
 
 
 def load_config(spec: str, overrides: Iterable[str] | dict | None = None) -> ml_collections.ConfigDict:
