@@ -109,6 +109,12 @@ def cases(t: pathlib.Path, fx: pathlib.Path) -> list[tuple[str, list, str]]:
                   "--batch-size", "0", "--tokens-only"], "--batch-size"),
       ("sample", ["--config", "tiny:maskgil_reference", "--ckpt", gpt, "--out", t / "s",
                   "--decode", "sideways"], "--decode"),
+      ("sample", ["--config", "tiny:maskgil_reference", "--ckpt", gpt, "--out", t / "s",
+                  "--cfg-scale", "nan", "--tokens-only"], "config.decode.cfg_scale: must be a "
+       "finite number, got nan"),
+      ("sample", ["--config", "tiny:maskgil_reference", "--ckpt", gpt, "--out", t / "s",
+                  "--decode", "hybrid", "--ar-cfg-scale=inf", "--tokens-only"],
+       "config.decode.ar_cfg_scale: must be a finite number, got inf"),
       ("convert", ["--kind", "vq17", "--src", vq_file, *tiny, "--out", t / "c"], "--kind"),
       ("vq", ["reconstruct", "--ckpt", vq_file, "--images", t / "taken.npz", "--out",
               t / "r.npz", "--batch-size", "0"], "--batch-size"),

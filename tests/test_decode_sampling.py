@@ -75,3 +75,19 @@ def test_settings_from_config_and_their_checks():
                      (dict(top_k=-2), "top_k"), (dict(cfg_schedule="step"), "cfg_schedule")]:
     with pytest.raises(ConfigError, match=f"config.decode.{field}"):
       DecodeSettings.create(**bad)
+
+
+@pytest.mark.parametrize("field", ["cfg_scale", "ar_cfg_scale", "temperature", "ar_temperature",
+                                   "choice_temperature", "top_p"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), np.float32("nan"),
+                                   "3.0"])
+def test_a_setting_that_is_not_a_finite_number_is_refused_by_name(field, value):
+  """NaN or infinite guidance made every logit NaN and the decode all-zero tokens, silently."""
+  with pytest.raises(ConfigError, match=rf"config\.decode\.{field}: must be a finite number"):
+    DecodeSettings.create(**{field: value})
+
+
+def test_finite_settings_still_pass():
+  s = DecodeSettings.create(cfg_scale=np.float32(1.5), ar_cfg_scale=0, temperature=0.0,
+                            ar_temperature=np.float64(2.0), top_p=1)
+  assert float(s.cfg_scale) == 1.5 and not s.ar_guided and float(s.ar_temperature) == 2.0

@@ -19,6 +19,8 @@ position or device it was drawn in.
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import struct
@@ -31,6 +33,16 @@ CFG_SCHEDULES = ("linear", "constant")
 # schedule from its first step, each step capped by what is left (the reference code's way);
 # 'tail': the full-grid schedule, its steps that AR's tokens cover skipped (decode/hybrid.py)
 HYBRID_SCHEDULES = ("spread", "head", "tail")
+
+
+def _finite(x) -> bool:
+  """A real number that is neither NaN nor infinite (a string is not a number)."""
+  if isinstance(x, str):
+    return False
+  try:
+    return math.isfinite(float(x))
+  except (TypeError, ValueError):
+    return False
 
 
 @struct.dataclass
@@ -57,7 +69,15 @@ class DecodeSettings:
              top_p=1.0, steps=8, schedule="arccos", cfg_schedule="linear",
              ar_tokens=128, ar_cfg_scale=1.0, ar_temperature=1.0,
              hybrid_schedule="spread") -> "DecodeSettings":
-    """Checked settings; guidance is switched on exactly when cfg_scale is not 0."""
+    """Checked settings; guidance is switched on exactly when cfg_scale is not 0. Every
+    number must be finite: a NaN or infinite guidance scale or temperature turns every logit
+    into NaN, and the decode would return all-zero tokens without a word."""
+    numbers = dict(cfg_scale=cfg_scale, temperature=temperature,
+                   choice_temperature=choice_temperature, top_p=top_p,
+                   ar_cfg_scale=ar_cfg_scale, ar_temperature=ar_temperature)
+    for field, value in numbers.items():
+      if not _finite(value):
+        raise ConfigError(f"config.decode.{field}: must be a finite number, got {value!r}")
     checks = [
         (isinstance(steps, int) and steps >= 1, "steps", f"must be an int >= 1, got {steps!r}"),
         (schedule in SCHEDULES, "schedule", f"{schedule!r}; one of {SCHEDULES}"),
