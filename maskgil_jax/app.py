@@ -21,6 +21,7 @@ import sys
 import tempfile
 
 from maskgil_jax import cli
+from maskgil_jax.text_files import read_lines
 
 DEFAULT_PORT = 7860
 
@@ -93,8 +94,7 @@ def _main(argv=None) -> int:
       raise FileNotFoundError(2, f"{flag}: no such file or folder", str(path))
   names = None
   if args.class_names:
-    names = [l.strip() for l in pathlib.Path(args.class_names).read_text().splitlines()
-             if l.strip()]
+    names = [l.strip() for l in read_lines(args.class_names, "--class-names") if l.strip()]
   try:
     import gradio  # noqa: F401
   except ImportError:

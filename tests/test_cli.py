@@ -35,6 +35,13 @@ def place(tmp_path, fixtures_dir):
   (tmp_path / "taken_dir").mkdir()
   (tmp_path / "taken_dir" / "keep.txt").write_text("mine")
   (tmp_path / "a_file").write_text("not a folder")
+  latin1 = "a red bag\ncafé au lait\n".encode("latin-1")  # not UTF-8 on line 2
+  (tmp_path / "latin1.txt").write_bytes(latin1)
+  (tmp_path / "latin1.jsonl").write_bytes(b'{"image": "x.png", "caption": "ok"}\n'
+                                          b'{"image": "y.png", "caption": "caf\xe9"}\n')
+  (tmp_path / "captions").mkdir()
+  (tmp_path / "captions" / "img.png").write_bytes(b"")
+  (tmp_path / "captions" / "img.txt").write_bytes(latin1)
   return tmp_path
 
 
@@ -123,7 +130,8 @@ def cases(t: pathlib.Path, fx: pathlib.Path) -> list[tuple[str, list, str]]:
       ("extract_text", ["--config", "tiny:maskgil_t2i", "--out", t / "f", "--batch-size", "0"],
        "--batch-size"),
       ("extract_text", ["--config", "tiny:maskgil_t2i", "--out", t / "f",
-                        "--config.data.name=caption_folder", f"--config.data.path={t}"],
+                        "--config.data.name=caption_folder",
+                        f"--config.data.path={t / 'taken_dir'}"],
        "data.path: no image with a non-empty caption"),
       ("train", ["--config", "tiny:maskgil_t2i", "--workdir", t / "w"], "config.data.name"),
       ("train", ["--config", "tiny:maskgil_t2i", "--workdir", t / "w",
@@ -147,6 +155,20 @@ def cases(t: pathlib.Path, fx: pathlib.Path) -> list[tuple[str, list, str]]:
       ("demo_quality", ["--out", t / "c.npz", "--nosuch"], "--nosuch"),
       ("app", ["--config", "tiny:maskgil_reference", "--ckpt", gpt, "--port", "70000"], "--port"),
       ("study", [*hybrid, "--ar-tokens", "0,99", "--out", t / "st"], "--ar-tokens [99]"),
+      # a text file that is not UTF-8: named with its first bad line
+      ("sample", ["--config", "tiny:maskgil_t2i", "--ckpt", gpt, "--out", t / "s",
+                  "--prompts", t / "latin1.txt", "--tokens-only"],
+       f"--prompts {t / 'latin1.txt'}: line 2 is not UTF-8"),
+      ("extract_text", ["--config", "tiny:maskgil_t2i", "--out", t / "f",
+                        "--config.data.name=caption_jsonl",
+                        f"--config.data.path={t / 'latin1.jsonl'}"],
+       f"data.path: manifest {t / 'latin1.jsonl'}: line 2 is not UTF-8"),
+      ("extract_text", ["--config", "tiny:maskgil_t2i", "--out", t / "f",
+                        "--config.data.name=caption_folder",
+                        f"--config.data.path={t / 'captions'}"],
+       f"data.path: caption file {t / 'captions' / 'img.txt'}: line 2 is not UTF-8"),
+      ("app", ["--config", "tiny:maskgil_reference", "--ckpt", gpt, "--class-names",
+               t / "latin1.txt"], f"--class-names {t / 'latin1.txt'}: line 2 is not UTF-8"),
       # a MAR-only model cannot write the hybrid's AR tokens
       ("study", [*hybrid, "--ar-tokens", "0,8", "--out", t / "st"], "--ar-ckpt"),
   ]

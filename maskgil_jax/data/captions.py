@@ -22,6 +22,7 @@ import numpy as np
 
 from maskgil_jax.data.preprocess import UnreadableImage, decode_image, header_size
 from maskgil_jax.data.sources import IMAGE_EXTENSIONS, DataError
+from maskgil_jax.text_files import read_lines
 
 CAPTION_SOURCES = ("caption_folder", "caption_jsonl", "demo_captions")  # or TFDS + caption_key
 
@@ -90,8 +91,8 @@ class CaptionFolderSource(_ListedCaptions):
         if ext.lower() not in IMAGE_EXTENSIONS:
           continue
         text = stem + ".txt"
-        caps = (clean_captions(pathlib.Path(dirpath, text).read_text("utf-8", "replace")
-                               .splitlines()) if text in names else ())
+        caps = (clean_captions(read_lines(pathlib.Path(dirpath, text), "data.path: caption "
+                                          "file")) if text in names else ())
         if not caps:
           empty += 1
           continue
@@ -111,7 +112,7 @@ class CaptionJsonlSource(_ListedCaptions):
                       '{"image": path, "caption": text} lines)')
     by_image: dict[str, list[str]] = {}
     empty = 0
-    for n, line in enumerate(manifest.read_text("utf-8").splitlines(), 1):
+    for n, line in enumerate(read_lines(manifest, "data.path: manifest"), 1):
       if not line.strip():
         continue
       try:

@@ -7,6 +7,7 @@ import pathlib
 from collections.abc import Sequence
 
 from maskgil_jax.configlib import ConfigError
+from maskgil_jax.text_files import read_lines
 
 
 def read_prompts(prompts: Sequence[str] | None = None, file: str | None = None) -> list[str]:
@@ -16,8 +17,7 @@ def read_prompts(prompts: Sequence[str] | None = None, file: str | None = None) 
     path = pathlib.Path(file)
     if not path.is_file():
       raise ConfigError(f"--prompts {file}: no such file")
-    out += [line.strip() for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip()]
+    out += [line.strip() for line in read_lines(path, "--prompts") if line.strip()]
   if any(not p.strip() for p in out):
     raise ConfigError("--prompt: an empty prompt (give text, or leave it out)")
   return out
