@@ -125,6 +125,7 @@ def export(workdir, layout: str, out, *, fmt: str | None = None, step: int | Non
   tensors = len(state_dict)
   if layout == "open-magvit2":
     state_dict = with_ema_copy(state_dict)
+  out.parent.mkdir(parents=True, exist_ok=True)  # as convert does; made only once all is read
   torch_io.save_state_dict(state_dict, out, wrap=wrap, metadata=metadata)
   return dict(kind=kind, tensors=tensors, parameters=parameters)
 

@@ -228,6 +228,20 @@ def test_refusals_write_nothing(tmp_path):
   assert (tmp_path / "kept.pt").read_bytes() == b"mine"
 
 
+def test_missing_out_folders_are_made_once_the_export_is_ready(tmp_path):
+  """As `convert` does; a refusal still leaves nothing behind, not even the folders."""
+  config = tiny_config("tiny:llamagen")
+  run = save_run(tmp_path / "run", random_transformer(config, seed=3), config)
+  with pytest.raises(ConfigError):
+    export.export(run, "taming", tmp_path / "refused" / "a.pt")
+  assert not (tmp_path / "refused").exists()
+  out = tmp_path / "new" / "deeper" / "gpt.safetensors"
+  export.export(run, "llamagen", out)
+  assert set(torch_io.load_state_dict(out)) == set(
+      names.export_state_dict(random_transformer(config, seed=3),
+                              gpt_names.gpt_rules(config.model)))
+
+
 def test_lookup_free_tokenizer_exports_native_only(tmp_path):
   config = tiny_config("tiny")
   config.tokenizer = configlib.tokenizer_config("tiny_lfq")
