@@ -258,7 +258,7 @@ class Pipeline:
                         "prompts, not labels")
     lower = {n.lower(): i for i, n in enumerate(self.class_names or ())}
     out = []
-    for x in labels:
+    for x in _listed(labels, "labels", "class ids or names"):
       if isinstance(x, (int, np.integer)) or (isinstance(x, str) and x.strip().isdigit()):
         i = int(x)
         if not 0 <= i < self.num_classes:
@@ -279,8 +279,11 @@ class Pipeline:
     if self.condition != "caption":
       raise ConfigError("this model is class-conditional (config.model.condition='class'): "
                         "give labels, not prompts")
-    prompts = list(prompts)
-    if not prompts or any(not str(p).strip() for p in prompts):
+    prompts = _listed(prompts, "prompts", "strings")
+    text = next((p for p in prompts if not isinstance(p, str)), "")
+    if not isinstance(text, str):
+      raise ConfigError(f"prompts: each prompt is a string, got {text!r}")
+    if not prompts or any(not p.strip() for p in prompts):
       raise ConfigError("prompts: an empty prompt (give text)")
     if self.text_encoder is None:
       raise ConfigError("prompts need the text encoder: pipeline.load(..., text_encoder=DIR) "
@@ -304,7 +307,8 @@ class Pipeline:
     to the model's own size); ConfigError unless multiples of the tokenizer's downsampling."""
     down = TokenizerSpec.from_config(self.config.tokenizer).downsample_factor
     size = self.image_size
-    h, w = height or size, width or size
+    h = size if height is None else height  # 0 is refused, not taken for "the default"
+    w = size if width is None else width
     for name, value in (("height", h), ("width", w)):
       if not isinstance(value, (int, np.integer)) or value < 1 or value % down:
         raise ConfigError(f"{name} {value!r}: a positive multiple of the tokenizer's "
@@ -350,8 +354,7 @@ class Pipeline:
     unknown = set(overrides) - set(DECODE_FIELDS)
     if unknown:
       raise TypeError(f"generate() got unexpected arguments {sorted(unknown)}")
-    if not isinstance(seed, (int, np.integer)):
-      raise ConfigError(f"seed: an integer, got {seed!r}")
+    check_seed(seed)
     drawing = self.at_grid(self.grid_for(height, width))
     settings = drawing.settings(decode, **overrides)
     if images and self.tokenizer is None:
@@ -401,6 +404,20 @@ class Pipeline:
     tokens = np.concatenate([t for _, t in parts])
     images = (np.concatenate([i for i, _ in parts]) if parts[0][0] is not None else None)
     return (images, tokens) if return_tokens else images
+
+
+def check_seed(seed, name: str = "seed") -> None:
+  """ConfigError unless `seed` is an integer a PRNG key can hold (64 bits, sign included)."""
+  if not isinstance(seed, (int, np.integer)) or not -2**63 <= int(seed) < 2**63:
+    raise ConfigError(f"{name}: an integer from -2**63 to 2**63 - 1, got {seed!r}")
+
+
+def _listed(values, name: str, what: str) -> list:
+  """`values` as a list; ConfigError naming `name` when it is not a list of anything."""
+  try:
+    return list(values)
+  except TypeError:
+    raise ConfigError(f"{name}: a list of {what}, got {values!r}") from None
 
 
 def load(ckpt, config=None, tokenizer=None, text_encoder=None, ar_ckpt=None, *,

@@ -67,8 +67,8 @@ from maskgil_jax.parallel.mesh import (BATCH_AXES, batch_sharding, batch_shards,
 from maskgil_jax.parallel.rules import make_rules
 # loading is shared with the Python API; the names stay importable from here
 from maskgil_jax.pipeline import (AR_OBJECTIVES, Pipeline, abstract_generator,  # noqa: F401
-                                  check_ar_half, check_method, is_torch_file, load_generator,
-                                  resolve_config, sample_keys)
+                                  check_ar_half, check_method, check_seed, is_torch_file,
+                                  load_generator, resolve_config, sample_keys)
 from maskgil_jax.text.prompts import check_condition, read_prompts
 
 GRID_IMAGES = 64
@@ -255,7 +255,8 @@ def image_shape(args, config, down: int) -> tuple[int, int]:
   side); UsageError unless multiples of the tokenizer's downsampling; a warning when the model
   was not trained near that shape (aspect or token count off every trained size)."""
   side = config.model.grid_size * down
-  h, w = args.height or side, args.width or side
+  h = side if args.height is None else args.height  # 0 is refused, not the default
+  w = side if args.width is None else args.width
   for flag, v in (("--height", h), ("--width", w)):
     if v < 1 or v % down:
       raise cli.UsageError(f"{flag} {v}: must be a positive multiple of the tokenizer's "
@@ -337,6 +338,7 @@ def run(args, overrides, ar_overrides) -> str:
     if getattr(args, flag) is not None:
       apply_override(config.decode, field, getattr(args, flag))
   DecodeSettings.from_config(config.decode)  # checked before anything is read
+  check_seed(args.seed, "--seed")
   prompts = read_prompts(args.prompt, args.prompts)
   check_condition(config.model.get("condition", "class"), prompts=bool(prompts),
                   labels=args.labels is not None or args.per_class is not None)

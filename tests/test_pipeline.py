@@ -70,6 +70,11 @@ def test_a_sample_does_not_depend_on_the_batch_it_was_drawn_in(pipe):
     (dict(labels=[1], decode="ar"), "--decode ar: layout 'maskgil_reference'"),
     (dict(labels=[1], decode="sideways"), "one of ('mar', 'ar', 'hybrid')"),
     (dict(labels=[1], height=5), "height 5: a positive multiple of the tokenizer's"),
+    (dict(labels=[1], height=0), "height 0: a positive multiple of the tokenizer's"),
+    (dict(labels=[1], width=0), "width 0: a positive multiple of the tokenizer's"),
+    (dict(labels=[1], seed=2**70), "seed: an integer from -2**63 to 2**63 - 1, got 11805"),
+    (dict(labels=[1], seed=1.5), "seed: an integer from -2**63"),
+    (dict(labels=3.5), "labels: a list of class ids or names, got 3.5"),
     (dict(labels=[1], prompts=["a bag"]), "one of them"),
     (dict(prompts=["a bag"]), "class-conditional"),
 ])
@@ -108,3 +113,7 @@ def test_prompts_give_llamagens_tokens(fixtures_dir):
     pipe.generate(prompts=["a bag", " "], decode="ar", return_tokens=True)
   with pytest.raises(ConfigError, match="text-to-image"):
     pipe.generate(labels=[1], decode="ar", return_tokens=True)
+  with pytest.raises(ConfigError, match="prompts: each prompt is a string, got 3"):
+    pipe.generate(prompts=["a bag", 3], decode="ar", return_tokens=True)
+  with pytest.raises(ConfigError, match="prompts: a list of strings, got 3"):
+    pipe.generate(prompts=3, decode="ar", return_tokens=True)
