@@ -115,6 +115,10 @@ def parse_tokenizers(text: str) -> list:
     head, colon, tail = rest.rpartition(":")
     if colon and tail in TOKENIZER_PRESETS:
       path, preset = head, tail
+    elif colon and head and tail.isidentifier() and not pathlib.Path(rest).exists():
+      # `PATH:NAME` whose NAME is no preset (a colon of a path, as in gs://, comes before a /)
+      raise cli.UsageError(f"--tokenizers: {name}={rest}: unknown preset {tail!r}; one of "
+                           f"{sorted(TOKENIZER_PRESETS)}")
     named.append(Named(name, path, preset))
   return named
 

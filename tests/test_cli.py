@@ -155,6 +155,8 @@ def cases(t: pathlib.Path, fx: pathlib.Path) -> list[tuple[str, list, str]]:
               t / "taken_dir"], "--overwrite"),
       ("vq", ["compare", "--tokenizers", "just_a_path", "--images", "demo", "--out", t / "cmp"],
        "--tokenizers"),
+      ("vq", ["compare", "--tokenizers", f"a={vq_file}:vq17", "--images", "demo", "--out",
+              t / "cmp"], f"--tokenizers: a={vq_file}:vq17: unknown preset 'vq17'; one of ["),
       ("convert", ["--kind", "vq16", "--src", vq_file, *tiny, "--out", t / "c", "--ema=3"],
        "--ema"),
       ("demo_quality", ["--out", t / "c.npz", "--steps", "0"], "--steps"),

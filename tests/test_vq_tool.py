@@ -86,3 +86,20 @@ def test_command_line_error_is_one_line(tmp_path):
       capture_output=True, text=True, cwd=REPO, timeout=120)
   assert run.returncode == 2
   assert run.stderr.strip().splitlines()[-1].startswith("error: --images: no image files")
+
+
+def test_compare_names_an_unknown_preset_and_keeps_colons_of_paths(tmp_path):
+  """`PATH:NAME` with a NAME that is no preset is refused as such (it used to be read as part
+  of the path, then reported missing); a path's own colons are kept."""
+  from maskgil_jax import cli, configlib
+  from maskgil_jax import vq as vq_tool
+  with pytest.raises(cli.UsageError) as e:
+    vq_tool.parse_tokenizers("a=runs/vq:vq17")
+  assert "unknown preset 'vq17'" in str(e.value)
+  assert str(sorted(configlib.TOKENIZER_PRESETS)) in str(e.value)
+  odd = tmp_path / "weights:v2"  # an existing file whose name has a colon
+  odd.write_bytes(b"")
+  (a, b, c) = vq_tool.parse_tokenizers(f"a={odd},b=gs://bucket/vq.pt,c=runs/vq:vq16")
+  assert (a.path, a.tokenizer) == (str(odd), "vq16")
+  assert (b.path, b.tokenizer) == ("gs://bucket/vq.pt", "vq16")
+  assert (c.path, c.tokenizer) == ("runs/vq", "vq16")
