@@ -6,6 +6,7 @@ import pytest
 from maskgil_jax import data, extract_text
 from maskgil_jax.configlib import ConfigError
 from maskgil_jax.data import text_features
+from maskgil_jax.data.sources import DataError
 from maskgil_jax.text import encoder as text_encoder
 
 from test_caption_data import caption_config, caption_folder  # noqa: F401 (a fixture)
@@ -48,3 +49,27 @@ def test_the_command_writes_and_summarises(caption_folder, tmp_path, capsys):
   assert "encoded 5 captions into 1 new shards" in capsys.readouterr().out
   assert extract_text.main(args[:-1] + ["--config.data.name=demo"]) == 2
   assert "config.data.name: 'demo' has no captions" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("which, array, message", [
+    ("features", np.array([{"a": 1}, None], dtype=object), "is not a readable array file"),
+    ("features", np.zeros((3, 5), np.float64), "holds float64 [3, 5], not float32 [n, "),
+    ("index", np.zeros((2, 3), np.int64), "holds int64 [2, 3], not int64 [n, 4]"),
+    ("index", b"not an array", "is not a readable array file"),
+])
+def test_a_bad_shard_file_is_refused_when_the_folder_opens(tmp_path, which, array, message):
+  """A features folder whose shard is an array of Python objects (or another layout) is one
+  DataError naming the file when it opens, not a traceback from the input pipeline."""
+  meta = text_features.FeaturesMeta(width=4, max_length=6, num_records=2, shard_size=2,
+                                    source="caption_folder:x:train")
+  text_features.write_meta(tmp_path, meta)
+  text_features.write_shard(tmp_path, 0, 2, [(0, 0, np.ones((2, 4))), (1, 0, np.ones((3, 4)))])
+  text_features.TextFeatureStore(tmp_path)  # as written: opens
+  path = text_features.shard_paths(tmp_path, 0, 2)[which == "index"]
+  if isinstance(array, bytes):
+    path.write_bytes(array)
+  else:
+    np.save(path, array, allow_pickle=True)
+  with pytest.raises(DataError) as e:
+    text_features.TextFeatureStore(tmp_path)
+  assert f"data.text_features: {path} " in str(e.value) and message in str(e.value)

@@ -87,6 +87,28 @@ def write_shard(folder, start: int, stop: int, entries) -> None:
     os.replace(tmp, path)  # the index goes last: its presence marks the shard complete
 
 
+def check_array(path: pathlib.Path, dtype, shape: tuple) -> None:
+  """DataError naming `path` unless it is a `.npy` of `dtype` and `shape` (None: any length).
+  Memory-mapped, so only the header is read; a file of Python objects (which `np.load`
+  refuses without pickles, deep inside the input pipeline) or of another layout is caught
+  when the folder opens."""
+  try:
+    array = np.load(path, mmap_mode="r", allow_pickle=False)
+  except (OSError, ValueError, EOFError) as e:
+    raise DataError(f"data.text_features: {path} is not a readable array file ({e}); rerun "
+                    "extract_text into a new folder") from None
+  found_shape, found_dtype = array.shape, array.dtype
+  del array
+  want = np.dtype(dtype)
+  fits = len(found_shape) == len(shape) and all(
+      s is None or s == n for s, n in zip(shape, found_shape))
+  if found_dtype != want or not fits:
+    shown = "[" + ", ".join("n" if s is None else str(s) for s in shape) + "]"
+    raise DataError(f"data.text_features: {path} holds {found_dtype} {list(found_shape)}, "
+                    f"not {want} {shown} as extract_text writes it; rerun extract_text into a "
+                    "new folder")
+
+
 class TextFeatureStore:
   """Left-padded caption features [max_length, width] + mask by (record, caption number)."""
 
@@ -98,6 +120,10 @@ class TextFeatureStore:
       raise DataError(f"data.text_features: {folder} lacks {len(missing)} of "
                       f"{len(self.meta.shards())} shards (first: records {missing[0][0]}.."
                       f"{missing[0][1] - 1}); rerun extract_text to finish it")
+    for start, stop in self.meta.shards():  # headers only: a bad file fails here, not in
+      features_path, index_path = shard_paths(folder, start, stop)  # a reader thread
+      check_array(features_path, np.float32, (None, self.meta.width))
+      check_array(index_path, np.int64, (None, 4))
     if data is not None and self.meta.source != source_id(data):
       raise DataError(f"data.text_features: {folder} was extracted from {self.meta.source}, "
                       f"not {source_id(data)}")
