@@ -4,19 +4,20 @@ log step, and sample grids.
 Process 0 writes the event files (tensorboardX: no TensorFlow needed), `metrics.jsonl` (one
 JSON object per logged step: `{"step": 100, "train/loss": ..., "perf/mfu": ...}`) and prints
 one line per log step; every process writes its log file. Logged training metrics are means
-over the steps since the previous log step (`IntervalMeans`, summed on the device, so the loop
-never waits for them), except the instantaneous ones in `INSTANT` (the learning rate of the
-logged step). Throughput is measured between two logged steps (whose metrics are fetched
+over the steps since the previous log step (`IntervalMeans`: `clu.metrics` averages summed on
+the device, so the loop never waits for them), except the instantaneous ones in `INSTANT` (the
+learning rate of the logged step). The writers and the progress line stay ours: clu's writer
+and periodic-action modules import TensorFlow (docs/training.md). Throughput is measured between two logged steps (whose metrics are fetched
 anyway, so timing adds no host sync), never over the compilation of the first step.
 """
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
@@ -112,25 +113,39 @@ class MetricsLogger:
 
 
 class IntervalMeans:
-  """Sums each step's metrics on the device (no host sync) and gives their means over the
-  steps since the last `take` (`INSTANT` metrics: the latest value; `nonfinite`: any)."""
+  """Each step's metrics merged on the device into a `clu.metrics.Collection` (`Average` per
+  metric; `LastValue` for the `INSTANT` ones; the `nonfinite` flag is the trainer's, not a
+  mean) by one compiled call, so the loop never waits for them; `take` fetches the interval
+  and starts the next. The sums are float32 on the device, as the step gives them; the means
+  are divided on the host, in float64."""
 
   def __init__(self):
-    self.total, self.count, self.last = None, 0, None
+    self.collection = None
 
   def add(self, metrics: dict) -> None:
     floats = {k: v for k, v in metrics.items() if k != "nonfinite"}
-    self.total = floats if self.total is None else jax.tree.map(jnp.add, self.total, floats)
-    self.count += 1
-    self.last = metrics
+    if self.collection is None:
+      self.collection = _collection_type(tuple(sorted(floats))).empty()
+    self.collection = _merge_step(self.collection, floats)
 
   def take(self) -> dict:
     """Host values {name: mean} of the interval, then start a new interval."""
-    total, last = jax.device_get((self.total, self.last))
-    out = {k: (float(last[k]) if k in INSTANT else float(v) / self.count)
-           for k, v in total.items()}
-    self.total, self.count, self.last = None, 0, None
-    return out
+    host = jax.device_get(self.collection)  # numpy: compute() divides on the host
+    self.collection = None
+    return {k: float(v) for k, v in host.compute().items()}
+
+
+@functools.cache
+def _collection_type(names: tuple[str, ...]) -> type:
+  from clu import metrics as clu_metrics
+  return clu_metrics.Collection.create(**{
+      k: (clu_metrics.LastValue if k in INSTANT else clu_metrics.Average).from_output(k)
+      for k in names})
+
+
+@jax.jit
+def _merge_step(collection, metrics: dict):
+  return collection.merge(type(collection).single_from_model_output(**metrics))
 
 
 def train_scalars(metrics: dict) -> dict:
