@@ -67,6 +67,21 @@ def check_model(m, prefix: str = "model") -> None:
     _require(m.cls_token_num == 1, f"{prefix}.cls_token_num", "maskgil_reference has one class token")
 
 
+# Model fields that change what a generator computes though some or all of its parameter names
+# and shapes stay the same (a post-norm checkpoint fits a pre-norm model key for key; a
+# QK-norm one fits a model without QK-norm once the extra norms are ignored).
+BLOCK_FIELDS = ("layout", "rope", "qk_norm", "norm_placement")
+
+
+def check_same_block(stored_model, model, source: str) -> None:
+  """ConfigError unless `model` (config.model) computes the block `stored_model` (the model
+  section stored with a checkpoint, `source`) was trained as."""
+  for f in BLOCK_FIELDS:
+    if f in stored_model and f in model and stored_model[f] != model[f]:
+      raise ConfigError(f"config.model.{f}: {model[f]!r}, but {source} holds a model trained "
+                        f"with {stored_model[f]!r} (omit --config to use the checkpoint's own)")
+
+
 def check_buckets(buckets, down: int) -> None:
   """Aspect buckets: (height, width) pixel pairs, each side a positive multiple of `down`."""
   try:
