@@ -12,9 +12,12 @@ On a TPU pod (every worker runs the same command; restart it after a preemption)
   launch/tpu_pod.sh TPU_NAME ZONE configs/maskgil_b.py gs://BUCKET/runs/maskgil_b
 
 Memory per device without running: add --memory-report.
+
+Block ablations (docs/training.md "Block variants"): `configs/maskgil_b.py:no_qknorm` (no
+QK-norm) and `configs/maskgil_b.py:prenorm` (LlamaGen's pre-norm instead of post-norm).
 """
 from maskgil_jax.configlib import recipes
 
 
-def get_config():
-  return recipes.maskgil("B")
+def get_config(variant: str = ""):
+  return recipes.block_variant(recipes.maskgil("B"), variant)

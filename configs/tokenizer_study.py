@@ -7,7 +7,16 @@ size, MASK id = codebook size) and grid (256 px / 16 = 16x16 for all four) follo
   vq16       LlamaGen VQ-16, 16,384 codes            (vq_ds16_c2i.pt)
   maskgit    taming VQGAN f16, 1,024 codes           (MaskGIT-pytorch last.ckpt)
   chameleon  Chameleon VQGAN f16, 8,192 codes        (Chameleon vqgan.ckpt)
-  magvit2    Open-MAGVIT2 f16, 262,144 codes (LFQ)   (imagenet_256_L.ckpt)
+  magvit2    Open-MAGVIT2 f16, 262,144 codes (LFQ)   (imagenet_256_L.ckpt), generator with
+             factorized tokens (6 + 12 bits, Open-MAGVIT2's own AR model's choice)
+  magvit2_flat  the same tokenizer, generator with one flat 262,144-row table and head
+
+The transformer is B in every run. With flat 2^18-row embedding and head the magvit2 generator
+would hold 488M parameters (4.4x the 16k-code model, its extra weights all in the two tables),
+so `magvit2` factorizes each code into two sub-tokens as Open-MAGVIT2's AR model does
+(models/factorized.py, docs/tokenizer.md): 105M parameters, the same transformer as the
+others plus 2 small intra-position blocks. `magvit2_flat` keeps the flat variant for
+comparison.
 
 MAR (images tokenized on the fly by the frozen tokenizer; any of the four files directly, or a
 `maskgil_jax.convert` output):
@@ -41,7 +50,9 @@ from maskgil_jax.configlib import recipes
 GENERATORS = {"maskgil_b": lambda tok: recipes.maskgil("B", tok),
               "llamagen_b": lambda tok: recipes.llamagen("B", tok)}
 TOKENIZERS = {"vq16": "vq16", "maskgit": "maskgit_vqgan", "chameleon": "chameleon_vqgan",
-              "magvit2": "open_magvit2"}
+              "magvit2": "open_magvit2", "magvit2_flat": "open_magvit2"}
+# Open-MAGVIT2's asymmetric token factorization of its 18-bit LFQ codes (2^6 x 2^12)
+FACTORIZATION = {"magvit2": (6, 12)}
 
 
 def get_config(arg: str = "maskgil_b,vq16"):
@@ -49,4 +60,6 @@ def get_config(arg: str = "maskgil_b,vq16"):
   if generator not in GENERATORS or tokenizer not in TOKENIZERS:
     raise ValueError(f"tokenizer study {arg!r}: use GENERATOR,TOKENIZER with GENERATOR in "
                      f"{sorted(GENERATORS)} and TOKENIZER in {sorted(TOKENIZERS)}")
-  return GENERATORS[generator](TOKENIZERS[tokenizer])
+  c = GENERATORS[generator](TOKENIZERS[tokenizer])
+  c.model.token_factorization = FACTORIZATION.get(tokenizer, ())
+  return c

@@ -76,6 +76,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                  "statistics files")
   p.add_argument("--allow-aspect-mismatch", action="store_true", help="compare samples and "
                  "reference of different aspect ratios (each is stretched to 299x299)")
+  p.add_argument("--per-image-minmax", action="store_true", help="rescale each sample image "
+                 "by its own min and max to 0..255, as MaskGIL's FID_sample.py writes its "
+                 "samples (statistics stored with the samples are then recomputed)")
   args = p.parse(argv)
   if args.ref is None and args.save_samples_stats is None:
     p.error("--ref is required unless --save-samples-stats is given")
@@ -100,19 +103,24 @@ class Input:
   stats_from_file: bool = False
 
 
-def open_input(path: str, role: str, recompute_stats: bool = False) -> Input:
+def open_input(path: str, role: str, recompute_stats: bool = False,
+               per_image_minmax: bool = False) -> Input:
   """Classify SAMPLES / REF without reading images: image set, statistics, or both."""
   item = Input(role, pathlib.Path(path))
+  recompute_stats = recompute_stats or per_image_minmax  # stored statistics are of the originals
   if item.path.is_file() and item.path.suffix == ".npz":
     has_images = IMAGES_KEY in npz_members(item.path)
     if has_statistics(item.path) and not (recompute_stats and has_images):
       item.stats, item.stats_from_file = read_statistics(item.path), True
     if has_images:
-      item.images = open_image_set(item.path)
+      item.images = open_image_set(item.path, per_image_minmax)
     elif item.stats is None:
       raise ImageSetError(f"{item.path}: neither images ({IMAGES_KEY}) nor statistics (mu, sigma)")
+    elif per_image_minmax:
+      raise ImageSetError(f"{item.path}: holds statistics only; --per-image-minmax rescales "
+                          "the sample images, so it needs the images")
   else:
-    item.images = open_image_set(item.path)
+    item.images = open_image_set(item.path, per_image_minmax)
   return item
 
 
@@ -159,7 +167,8 @@ def _write_json(path: pathlib.Path, obj) -> None:
 
 def evaluate(args: argparse.Namespace) -> dict:
   """Every metric the inputs allow, the reason for each one left out, and the settings."""
-  samples = open_input(args.samples, "samples", args.recompute_stats)
+  minmax = getattr(args, "per_image_minmax", False)
+  samples = open_input(args.samples, "samples", args.recompute_stats, minmax)
   ref = open_input(args.ref, "ref", args.recompute_stats) if args.ref else None
   for item in (samples, ref):
     made_with = item and item.stats and item.stats.meta.get("preprocessing")
@@ -223,7 +232,7 @@ def evaluate(args: argparse.Namespace) -> dict:
           global_batch=global_batch_size(args.batch, mesh), devices=int(mesh.devices.size),
           processes=jax.process_count(), platform=jax.devices()[0].platform,
           distances=args.distances, precision_recall_k=DEFAULT_K, is_splits=args.is_splits,
-          allow_aspect_mismatch=args.allow_aspect_mismatch,
+          allow_aspect_mismatch=args.allow_aspect_mismatch, samples_per_image_minmax=minmax,
           is_logits="pool3 @ fc.weight (no bias), as ADM", fid_statistics="float64, np.cov",
           maskgil_jax=maskgil_jax.__version__, jax=jax.__version__),
   }

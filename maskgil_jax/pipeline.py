@@ -37,6 +37,7 @@ from flax import nnx
 
 from maskgil_jax import checkpoints, configlib
 from maskgil_jax.configlib import ConfigError
+from maskgil_jax.configlib.finalize import check_same_block
 from maskgil_jax.configlib.load import apply_override
 from maskgil_jax.decode import METHODS, DecodeSettings, generate_tokens, tokens_to_images
 from maskgil_jax.decode.hybrid import check_pair
@@ -93,6 +94,11 @@ def load_generator(ckpt, model_cfg, *, ema: bool = False, mesh=None, rules=None,
   `step`) or a PyTorch GPT file (every key and shape checked), placed on `mesh` when given."""
   abstract = abstract_generator(model_cfg, mesh, rules)
   if not is_torch_file(ckpt):
+    try:  # a step without a readable config is restore_params' to judge (it may fall back)
+      stored = checkpoints.restore_config(ckpt, step).get("model", {})
+    except checkpoints.CheckpointError:
+      stored = {}
+    check_same_block(stored, model_cfg, str(ckpt))
     return checkpoints.restore_params(ckpt, abstract, step=step, ema=ema)
   state_dict = torch_io.load_state_dict(ckpt)
   model = names.import_state_dict(abstract, state_dict, gpt_names.gpt_rules(model_cfg),

@@ -313,3 +313,32 @@ def test_features_are_sharded_over_devices_in_input_order():
                         text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "sharded ok (11, 5)" in proc.stdout
+
+
+def test_per_image_minmax_rescales_the_samples_only(tmp_path, weights, image_sets, capsys):
+  """--per-image-minmax gives the statistics of samples rescaled beforehand; a statistics-only
+  SAMPLES file is refused (there are no images to rescale)."""
+  from maskgil_jax.evaluation.minmax import per_image_minmax
+  samples, ref = image_sets
+  pre = tmp_path / "pre.npz"
+  np.savez(pre, arr_0=per_image_minmax(np.load(samples)["arr_0"]))
+  flagged, plain, out = tmp_path / "flagged.npz", tmp_path / "plain.npz", tmp_path / "r.json"
+  run("--samples", samples, "--ref", ref, "--inception", weights, "--per-image-minmax",
+      "--save-samples-stats", flagged, "--out", out, *COMMON)
+  run("--samples", pre, "--inception", weights, "--save-samples-stats", plain, *COMMON)
+  a, b = read_statistics(flagged), read_statistics(plain)
+  np.testing.assert_array_equal(a.mu, b.mu)
+  assert not np.allclose(a.mu, read_statistics(
+      _stats_of(tmp_path, samples, weights)).mu)  # the flag changed what was measured
+  settings = json.loads(out.read_text())["settings"]
+  assert settings["samples_per_image_minmax"] is True
+  assert settings["ref"]["statistics"] == "computed"
+  err = _fails(capsys, "--samples", flagged, "--ref", ref, "--inception", weights,
+               "--per-image-minmax", *COMMON)
+  assert "holds statistics only; --per-image-minmax" in err
+
+
+def _stats_of(tmp_path, samples, weights):
+  path = tmp_path / "unscaled.npz"
+  run("--samples", samples, "--inception", weights, "--save-samples-stats", path, *COMMON)
+  return path

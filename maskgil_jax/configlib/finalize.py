@@ -62,9 +62,45 @@ def check_model(m, prefix: str = "model") -> None:
     _require(m.layout != "maskgil_reference", f"{prefix}.condition",
              "a caption prefix needs layout llamagen or maskgil (maskgil_reference puts one "
              "class token last)")
+  check_factorization(m, prefix)
   if m.layout == "maskgil_reference":
     _require(m.rope == "1d", f"{prefix}.rope", "the maskgil_reference layout uses 1d RoPE")
     _require(m.cls_token_num == 1, f"{prefix}.cls_token_num", "maskgil_reference has one class token")
+
+
+def check_factorization(m, prefix: str = "model") -> None:
+  """`token_factorization`: () or two positive bit counts covering the codebook exactly."""
+  bits = m.get("token_factorization", ())
+  bits = () if bits is None else bits
+  field = f"{prefix}.token_factorization"
+  _require(isinstance(bits, (tuple, list)), field, f"() or (b0, b1), got {bits!r}")
+  if not bits:
+    return
+  _require(len(bits) == 2 and all(isinstance(b, int) and b > 0 for b in bits), field,
+           f"two positive bit counts (b0, b1), e.g. (6, 12), got {tuple(bits)!r}")
+  _require(2 ** sum(bits) == m.codebook_size, field,
+           f"{tuple(bits)} makes 2^{sum(bits)} codes, but {prefix}.codebook_size is "
+           f"{m.codebook_size} (factorization splits an LFQ code of b0 + b1 bits)")
+  _require(m.layout != "maskgil_reference", field,
+           "the maskgil_reference layout keeps codes and classes in one flat table")
+  n = m.get("factorized_n_layer", 2)
+  _require(isinstance(n, int) and n > 0, f"{prefix}.factorized_n_layer",
+           f"must be a positive int, got {n!r}")
+
+
+# Model fields that change what a generator computes though some or all of its parameter names
+# and shapes stay the same (a post-norm checkpoint fits a pre-norm model key for key; a
+# QK-norm one fits a model without QK-norm once the extra norms are ignored).
+BLOCK_FIELDS = ("layout", "rope", "qk_norm", "norm_placement")
+
+
+def check_same_block(stored_model, model, source: str) -> None:
+  """ConfigError unless `model` (config.model) computes the block `stored_model` (the model
+  section stored with a checkpoint, `source`) was trained as."""
+  for f in BLOCK_FIELDS:
+    if f in stored_model and f in model and stored_model[f] != model[f]:
+      raise ConfigError(f"config.model.{f}: {model[f]!r}, but {source} holds a model trained "
+                        f"with {stored_model[f]!r} (omit --config to use the checkpoint's own)")
 
 
 def check_buckets(buckets, down: int) -> None:

@@ -51,6 +51,12 @@ def model_config(size: str = "B", layout: str = "maskgil") -> ml_collections.Con
   m.condition = "class"  # 'class' (labels) or 'caption' (text-encoder features)
   m.caption_dim = 2048  # width of the caption features (FLAN-T5-XL); used by 'caption' only
   m.grid_size = 16  # image tokens per side (image_size / tokenizer downsampling)
+  # LFQ codes as sub-tokens, Open-MAGVIT2's asymmetric factorization (models/factorized.py):
+  # () = one flat table and head of codebook_size rows; (b0, b1) with 2^(b0 + b1) =
+  # codebook_size = two tables and heads of 2^b0 and 2^b1 rows and `factorized_n_layer`
+  # intra-position blocks (Open-MAGVIT2: (6, 12) for 2^18 codes, 2 blocks)
+  m.token_factorization = ()
+  m.factorized_n_layer = 2
   m.update(LAYOUTS[layout])
   m.token_dropout = 0.1
   m.resid_dropout = 0.1

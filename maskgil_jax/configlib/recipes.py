@@ -12,6 +12,7 @@ import math
 import ml_collections
 
 from maskgil_jax.configlib.base import base_config
+from maskgil_jax.configlib.finalize import ConfigError
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
 EPOCHS = 300  # both papers train the generators for 300 epochs
@@ -73,6 +74,27 @@ def maskgil(size: str, tokenizer: str = "vq16") -> ml_collections.ConfigDict:
   c.optim.b1, c.optim.b2 = 0.9, 0.96
   c.optim.weight_decay = 1e-5
   c.optim.decay_matrices_only = False
+  return c
+
+
+# Ablations of the paper's block (docs/training.md "Block variants"): name -> config.model fields.
+# '' is the paper's block itself (QK-norm, post-norm).
+BLOCK_VARIANTS = {
+    "": {},
+    # no per-head RMSNorm of q and k: removes attention.q_norm / attention.k_norm of every layer
+    "no_qknorm": dict(qk_norm=False),
+    # LlamaGen's pre-norm: the same two norms per layer, moved onto the residual branch inputs
+    "prenorm": dict(norm_placement="pre"),
+}
+
+
+def block_variant(c: ml_collections.ConfigDict, name: str = "") -> ml_collections.ConfigDict:
+  """`c` (a generator config) with the block variant `name` of `BLOCK_VARIANTS` applied to its
+  model, in place; returns `c`. Any size: the experiment files only pass their argument."""
+  if name not in BLOCK_VARIANTS:
+    raise ConfigError(f"block variant {name!r} unknown; one of "
+                      f"{sorted(k for k in BLOCK_VARIANTS if k)} (or none for the paper's block)")
+  c.model.update(BLOCK_VARIANTS[name])
   return c
 
 

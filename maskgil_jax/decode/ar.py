@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from maskgil_jax.decode.sampling import (DecodeSettings, doubled, fold_rows,
-                                         guide, row_keys, sample_tokens)
+from maskgil_jax.decode.sampling import (DecodeSettings, doubled, fold_rows, guide, row_keys,
+                                         sample_factorized, sample_tokens)
 from maskgil_jax.models import conditions
 from maskgil_jax.models.kv_cache import CACHE_AXES
 from maskgil_jax.parallel.rules import constrain
@@ -32,6 +32,16 @@ def _next_logits(model, logits, settings: DecodeSettings):
   return guide(last, settings.cfg_scale) if settings.guided else last
 
 
+def _draw(model, out, keys, settings: DecodeSettings):
+  """(next token [B], the guided logits it was drawn from) of the last fed slot; a factorized
+  model (models/factorized.py) draws its two sub-tokens in turn and has no one logits array."""
+  if getattr(model, "factorization", None) is None:
+    logits = _next_logits(model, out, settings)
+    return sample_tokens(keys, logits, settings)[0], logits
+  w = settings.cfg_scale if settings.guided else None
+  return sample_factorized(model, out[:, -1], keys, settings, w)[0], None
+
+
 def generate(model, labels, key, settings: DecodeSettings, num_tokens: int | None = None,
              return_logits: bool = False) -> ArResult:
   """Decode labels [B] (or a `conditions.Caption`) into the first `num_tokens` (default: all)
@@ -47,21 +57,21 @@ def generate(model, labels, key, settings: DecodeSettings, num_tokens: int | Non
   n = layout.num_image_tokens if num_tokens is None else num_tokens
   if not 1 <= n <= layout.num_image_tokens:
     raise ValueError(f"AR decoding writes 1..{layout.num_image_tokens} tokens, asked for {n}")
+  if return_logits and getattr(model, "factorization", None) is not None:
+    raise ValueError("return_logits: a factorized model has no single logits array per token")
   keys = row_keys(key, conditions.batch_size(labels))
   feed_labels = conditions.doubled(labels, layout.null_label) if settings.guided else labels
   cache = model.init_cache(conditions.batch_size(feed_labels))
   cache = cache.replace(k=constrain(cache.k, CACHE_AXES), v=constrain(cache.v, CACHE_AXES))
   layers = model.unstacked_layers()  # sliced once, read in place at every token
   logits, cache = model.decode(None, feed_labels, cache, layers)
-  first_logits = _next_logits(model, logits, settings)
-  first, _ = sample_tokens(fold_rows(keys, 0), first_logits, settings)
+  first, first_logits = _draw(model, logits, fold_rows(keys, 0), settings)
 
   def step(carry, position):
     token, cache = carry
     fed = doubled(token) if settings.guided else token
     logits, cache = model.decode(fed[:, None], None, cache, layers)
-    logits = _next_logits(model, logits, settings)
-    token, _ = sample_tokens(fold_rows(keys, position), logits, settings)
+    token, logits = _draw(model, logits, fold_rows(keys, position), settings)
     return (token, cache), (token, logits if return_logits else None)
 
   _, (rest, rest_logits) = jax.lax.scan(step, (first, cache), jnp.arange(1, n))

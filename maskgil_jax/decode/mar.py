@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from maskgil_jax.decode.sampling import (DecodeSettings, doubled, fold_rows,
-                                         guide, row_keys, sample_tokens)
+from maskgil_jax.decode.sampling import (DecodeSettings, doubled, fold_rows, guide, row_keys,
+                                         sample_factorized, sample_tokens)
 from maskgil_jax.models import conditions
 from maskgil_jax.decode.schedules import tokens_per_step
 
@@ -41,10 +41,27 @@ def guided_logits(model, tokens, labels, settings: DecodeSettings, step):
   if not settings.guided:
     return model.mar_logits(tokens, labels)[..., :codes]
   logits = model.mar_logits(doubled(tokens), conditions.doubled(labels, model.layout.null_label))
+  return guide(logits[..., :codes], _guidance(settings, step))
+
+
+def _guidance(settings: DecodeSettings, step):
+  """The step's CFG weight: ramped linearly from 0 or constant."""
   w = settings.cfg_scale
   if settings.cfg_schedule == "linear":
     w = w * _progress(step, settings.steps)
-  return guide(logits[..., :codes], w)
+  return w
+
+
+def draw(model, tokens, labels, settings: DecodeSettings, step, keys):
+  """(a code [B, L] drawn at every position, its log-probability) of one step: from the guided
+  logits, or for a factorized model (models/factorized.py) sub-token by sub-token, log p(code)
+  = log p(s0) + log p(s1 | s0) then scoring the confidence."""
+  if getattr(model, "factorization", None) is None:
+    return sample_tokens(keys, guided_logits(model, tokens, labels, settings, step), settings)
+  if not settings.guided:
+    return sample_factorized(model, model.mar_logits(tokens, labels), keys, settings)
+  h = model.mar_logits(doubled(tokens), conditions.doubled(labels, model.layout.null_label))
+  return sample_factorized(model, h, keys, settings, _guidance(settings, step))
 
 
 def _ranks(scores):
@@ -57,8 +74,7 @@ def _step(model, labels, keys, settings: DecodeSettings, counts, step, state: Ma
   mask_id = model.layout.mask_id
   pairs = jax.vmap(jax.random.split)(fold_rows(keys, step))
   k_sample, k_gumbel = pairs[:, 0], pairs[:, 1]
-  logits = guided_logits(model, state.tokens, labels, settings, step)
-  sampled, logp = sample_tokens(k_sample, logits, settings)
+  sampled, logp = draw(model, state.tokens, labels, settings, step, k_sample)
   noise = jax.vmap(lambda k: jax.random.gumbel(k, logp.shape[1:], jnp.float32))(k_gumbel)
   confidence = logp + settings.choice_temperature * (1.0 - _progress(step, settings.steps)) * noise
   masked = state.tokens == mask_id

@@ -27,6 +27,7 @@ from flax import struct
 
 from maskgil_jax.configlib import ConfigError
 from maskgil_jax.decode.schedules import SCHEDULES
+from maskgil_jax.models import factorized
 
 CFG_SCHEDULES = ("linear", "constant")
 # 'spread': the schedule of `steps` steps over the tokens AR left (ours); 'head': the full-grid
@@ -207,3 +208,17 @@ def sample_tokens(keys, logits, settings: DecodeSettings):
   tokens = jnp.where(t > 0, drawn, jnp.argmax(scaled, axis=-1)).astype(jnp.int32)
   logp = jax.nn.log_softmax(scaled, axis=-1)
   return tokens, jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0]
+
+
+def sample_factorized(model, h, keys, settings: DecodeSettings, w=None):
+  """(codes [B, ...], log p of each) drawn from a factorized model's hidden states h (its
+  output, models/factorized.py): s0 from its logits, then s1 from its logits given the drawn
+  s0, as Open-MAGVIT2's sampler. With guidance weight `w`, h holds interleaved (cond, uncond)
+  row pairs [2B, ..., D]: each sub-token's logits are guided alike and the drawn s0 is fed to
+  both rows of its pair. log p = log p(s0) + log p(s1 | s0), each under the tempered, filtered
+  distribution it was drawn from (top-k / top-p apply per sub-token)."""
+  guided = (lambda l: guide(l, w)) if w is not None else (lambda l: l)
+  s0, logp0 = sample_tokens(fold_rows(keys, 0), guided(model.sub_logits(h)), settings)
+  _, l1 = model.sub_logits(h, doubled(s0) if w is not None else s0)
+  s1, logp1 = sample_tokens(fold_rows(keys, 1), guided(l1), settings)
+  return factorized.join(s0, s1, model.factorization), logp0 + logp1

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from maskgil_jax.errors import UserError
+from maskgil_jax.evaluation import minmax
 
 IMAGES_KEY = "arr_0"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -116,14 +117,17 @@ class FolderImages:
         yield np.stack(list(pool.map(self._checked, self.files[start:start + batch_size])))
 
 
-def open_image_set(path: str | os.PathLike) -> NpzImages | FolderImages:
-  """A folder of images or the `arr_0` of an `.npz`."""
+def open_image_set(path: str | os.PathLike, per_image_minmax: bool = False):
+  """A folder of images or the `arr_0` of an `.npz`; with `per_image_minmax` its batches come
+  rescaled as MaskGIL's FID_sample.py writes its samples (evaluation/minmax.py)."""
   path = pathlib.Path(path)
   if path.is_dir():
-    return FolderImages(path)
-  if not path.is_file():
+    images = FolderImages(path)
+  elif not path.is_file():
     raise ImageSetError(f"{path}: no such file or folder")
-  return NpzImages(path)
+  else:
+    images = NpzImages(path)
+  return minmax.PerImageMinMax(images) if per_image_minmax else images
 
 
 def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],

@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from maskgil_jax.configlib.model import ffn_hidden_dim, vocab_rows
-from maskgil_jax.models import attention_kernels, conditions, masks
+from maskgil_jax.models import attention_kernels, conditions, factorized, masks
 from maskgil_jax.models.attention import Attention
 from maskgil_jax.models.attention_kernels import Kernel
 from maskgil_jax.models.kv_cache import KVCache, LayerCache
@@ -101,6 +101,8 @@ class Transformer(nnx.Module):
     pd = jnp.dtype(m.param_dtype)  # fp32 master weights unless a config says otherwise
     emb = dict(std=m.init_std, param_dtype=pd, rngs=rngs)
     self.condition = m.get("condition", "class")
+    # LFQ codes as two sub-tokens (models/factorized.py); None: one flat table and head
+    self.factorization = tuple(m.get("token_factorization", ()) or ()) or None
     if m.layout == "maskgil_reference":
       self.tok_emb = Embedding(table_rows, m.dim, **emb)
     elif self.condition == "caption":
@@ -110,15 +112,42 @@ class Transformer(nnx.Module):
           cap_proj=nnx.Dict(fc1=Linear(c, m.dim, ("caption_embed", "mlp"), **emb),
                             fc2=Linear(m.dim, m.dim, ("mlp", "embed"), **emb)),
           uncond_embedding=nnx.Param(null, out_sharding=("caption_slots", "caption_embed")))
-      self.tok_embeddings = Embedding(table_rows, m.dim, **emb)
+      self._token_tables(m, table_rows, emb)
     else:
       self.cls_embedding = nnx.Dict(embedding_table=Embedding(m.num_classes + 1, m.dim, **emb))
-      self.tok_embeddings = Embedding(table_rows, m.dim, **emb)
+      self._token_tables(m, table_rows, emb)
     self.layers = stacked(lambda r: Block(m, rngs=r), m.n_layer, rngs)
     self.norm = RMSNorm(m.dim, m.norm_eps, param_dtype=pd)
     # zero-initialised like LlamaGen: every class starts equally likely
-    self.output = Linear(m.dim, out_classes, ("embed", "vocab"), zero=True, param_dtype=pd,
-                         rngs=rngs)
+    head = lambda classes: Linear(m.dim, classes, ("embed", "vocab"), zero=True, param_dtype=pd,
+                                  rngs=rngs)
+    if self.factorization is None:
+      self.output = head(out_classes)
+    else:  # Open-MAGVIT2's intra-position transformer and one head per sub-token
+      self.factorized_n_layer = int(m.factorized_n_layer)
+      self.factorized_blocks = stacked(lambda r: Block(m, rngs=r), self.factorized_n_layer, rngs)
+      self.head = nnx.List([head(n) for n in factorized.num_classes(self.factorization)])
+
+  def _token_tables(self, m, table_rows: int, emb: dict):
+    """The image-token table: one of `table_rows`, or a table per sub-token (each with a MASK
+    row where the layout has MASK) for a factorized model."""
+    if self.factorization is None:
+      self.tok_embeddings = Embedding(table_rows, m.dim, **emb)
+      return
+    extra = 1 if m.layout == "maskgil" else 0
+    pre, post = factorized.num_classes(self.factorization)
+    self.pre_emb = Embedding(pre + extra, m.dim, **emb)
+    self.post_emb = Embedding(post + extra, m.dim, **emb)
+
+  def _embed_tokens(self, tokens):
+    if self.factorization is None:
+      return self.tok_embeddings(tokens, self.dtype)
+    return factorized.embed(self, tokens, self.dtype)
+
+  def sub_logits(self, h, s0=None):
+    """A factorized model's sub-token logits from the hidden states its calls return
+    (models/factorized.py `sub_logits`)."""
+    return factorized.sub_logits(self, h, s0)
 
   # ---- the layer stack ------------------------------------------------------------------
   def _run_layers(self, h, cos, sin, mask, key, kernel: Kernel = attention_kernels.XLA):
@@ -185,6 +214,10 @@ class Transformer(nnx.Module):
     return attention_kernels.resolve(self.attention_kernel, shape)
 
   def _head(self, h):
+    """Logits [.., V] (fp32); a factorized model returns the hidden states [.., D] instead:
+    its logits of the second sub-token depend on the first (`sub_logits`)."""
+    if self.factorization is not None:
+      return h
     return self.output(self.norm(h)).astype(jnp.float32)
 
   # ---- sequences --------------------------------------------------------------------------
@@ -211,16 +244,17 @@ class Transformer(nnx.Module):
     conditions.check_kind(labels, self.condition)
     if conditions.is_caption(labels):
       cap = self.embed_caption(labels)
-      return jnp.concatenate([cap, self.tok_embeddings(tokens, self.dtype)], axis=1)
+      return jnp.concatenate([cap, self._embed_tokens(tokens)], axis=1)
     if lay.name == "maskgil_reference":
       ids = jnp.concatenate([tokens, lay.reference_class_ids(labels)[:, None]], axis=1)
       return self.tok_emb(ids, self.dtype)
     cls = self.cls_embedding["embedding_table"](labels, self.dtype)[:, None]
     cls = jnp.repeat(cls, lay.cls_token_num, axis=1)
-    return jnp.concatenate([cls, self.tok_embeddings(tokens, self.dtype)], axis=1)
+    return jnp.concatenate([cls, self._embed_tokens(tokens)], axis=1)
 
   def __call__(self, tokens, labels, *, mode: str, key=None, key_mask=None):
-    """Logits [B, S, V] (fp32) at every slot of the sequence built from tokens and labels.
+    """Logits [B, S, V] (fp32) at every slot of the sequence built from tokens and labels
+    (a factorized model: hidden states [B, S, D] for `sub_logits`).
 
     mode: 'bidirectional' (MaskGIL) or 'causal' (teacher-forced AR). `key` enables dropout
     (training); without it the call is deterministic. `key_mask` [B, S] hides padded slots
@@ -273,7 +307,7 @@ class Transformer(nnx.Module):
         cache = cache.replace(valid=jax.lax.dynamic_update_slice_in_dim(
             cache.valid, labels.mask, cache.length, axis=1))
     else:
-      h = self.tok_embeddings(tokens, self.dtype)
+      h = self._embed_tokens(tokens)
     t, start = h.shape[1], cache.length
     cos_all, sin_all = (jnp.asarray(x) for x in self.layout.rope_tables())
     cos = jax.lax.dynamic_slice_in_dim(cos_all, start, t)

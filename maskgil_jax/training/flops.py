@@ -64,6 +64,10 @@ def transformer_forward_flops(m, seq_len: int, causal: bool) -> float:
   qkv_dim = (m.n_head + 2 * m.n_kv_head) * head_dim
   per_token_layer = m.dim * qkv_dim + q_dim * m.dim + 3 * m.dim * ffn_hidden_dim(m)
   head = m.dim * vocab_rows(m)[1]
+  bits = tuple(m.get("token_factorization", ()) or ())
+  if bits:  # factorized tokens: two small heads, and the intra blocks over two slots per
+    # position (models/factorized.py; their two-slot attention is negligible)
+    head = m.dim * sum(2 ** b for b in bits) + 2 * m.factorized_n_layer * per_token_layer
   matmuls = 2.0 * seq_len * (m.n_layer * per_token_layer + head)
   attention = 4.0 * seq_len * seq_len * q_dim * m.n_layer * (0.5 if causal else 1.0)
   return matmuls + attention

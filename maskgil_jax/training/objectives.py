@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from maskgil_jax.decode.schedules import check_schedule, mask_ratio
-from maskgil_jax.models import conditions
+from maskgil_jax.models import conditions, factorized
 from maskgil_jax.models.transformer import at_grid
 
 LOSS_POSITIONS = ("all", "masked")
@@ -45,6 +45,22 @@ def cross_entropy(logits, targets, label_smoothing: float = 0.0):
   if label_smoothing == 0.0:
     return nll
   return (1.0 - label_smoothing) * nll + label_smoothing * (lse - jnp.mean(logits, axis=-1))
+
+
+def code_scores(model, out, codes, label_smoothing: float = 0.0):
+  """(per-position CE [B, L], argmax hits [B, L]) of the model's output `out` for `codes`.
+
+  A flat head's `out` is its logits. A factorized model's (models/factorized.py) is its
+  hidden states: its CE is the sum of the two sub-tokens' (s1 scored given the true s0,
+  teacher-forced, as Open-MAGVIT2 trains), and a hit needs both sub-tokens right.
+  """
+  bits = getattr(model, "factorization", None)
+  if bits is None:
+    return cross_entropy(out, codes, label_smoothing), jnp.argmax(out, axis=-1) == codes
+  s0, s1 = factorized.split(codes, bits)
+  l0, l1 = model.sub_logits(out, s0)
+  ce = cross_entropy(l0, s0, label_smoothing) + cross_entropy(l1, s1, label_smoothing)
+  return ce, (jnp.argmax(l0, axis=-1) == s0) & (jnp.argmax(l1, axis=-1) == s1)
 
 
 def drop_labels(key, batch, rate: float, null_label: int):
@@ -86,10 +102,10 @@ def mar_loss(model, batch, key, objective_cfg):
   inputs = jnp.where(masked, layout.mask_id, codes)
   labels = drop_labels(k_label, batch, objective_cfg.label_drop, layout.null_label)
   logits = model.mar_logits(inputs, labels, key=k_dropout)
-  per_token = cross_entropy(logits, codes, objective_cfg.label_smoothing)
+  per_token, hits = code_scores(model, logits, codes, objective_cfg.label_smoothing)
   scored = masked if objective_cfg.loss_on == "masked" else jnp.ones_like(masked)
   loss = _masked_mean(per_token, scored)
-  hits = (jnp.argmax(logits, axis=-1) == codes).astype(jnp.float32)
+  hits = hits.astype(jnp.float32)
   return loss, {"loss": loss, "accuracy": _masked_mean(hits, masked),
                 "mask_ratio": jnp.mean(masked.astype(jnp.float32))}
 
@@ -101,8 +117,9 @@ def ar_loss(model, batch, key, objective_cfg):
   k_label, k_dropout = jax.random.split(key)
   labels = drop_labels(k_label, batch, objective_cfg.label_drop, model.layout.null_label)
   logits = model.ar_logits(codes, labels, key=k_dropout)
-  loss = jnp.mean(cross_entropy(logits, codes, objective_cfg.label_smoothing))
-  accuracy = jnp.mean((jnp.argmax(logits, axis=-1) == codes).astype(jnp.float32))
+  per_token, hits = code_scores(model, logits, codes, objective_cfg.label_smoothing)
+  loss = jnp.mean(per_token)
+  accuracy = jnp.mean(hits.astype(jnp.float32))
   return loss, {"loss": loss, "accuracy": accuracy}
 
 
