@@ -24,7 +24,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",  # jax, flax and orbax need it
     packages=find_packages(include=["maskgil_jax", "maskgil_jax.*"]) + ["maskgil_jax.configs"],
-    # the experiment files, so `--config maskgil_b` works after a non-editable install
+    # the experiment files, so `--config maskgil:B` works after a non-editable install
     package_dir={"maskgil_jax.configs": "configs"},
     package_data={"maskgil_jax.data": ["demo/*.npz", "demo/*.md"]},
     install_requires=read_requirements(),

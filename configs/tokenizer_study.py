@@ -37,11 +37,11 @@ All runs add `--config.data.tfds_data_dir=gs://BUCKET/tfds` for ImageNet; on a T
 launch/tpu_pod.sh with the same config argument.
 """
 from maskgil_jax.configlib import recipes
+from maskgil_jax.configlib.tokenizer import RELEASES
 
 GENERATORS = {"maskgil_b": lambda tok: recipes.maskgil("B", tok),
               "llamagen_b": lambda tok: recipes.llamagen("B", tok)}
-TOKENIZERS = {"vq16": "vq16", "maskgit": "maskgit_vqgan", "chameleon": "chameleon_vqgan",
-              "magvit2": "open_magvit2"}
+TOKENIZERS = {r.study: r.preset for r in RELEASES}
 
 
 def get_config(arg: str = "maskgil_b,vq16"):

@@ -6,7 +6,6 @@ laptop) and prints one row per parameter with its logical axes, a subtotal per m
 """
 from __future__ import annotations
 
-import sys
 
 import jax
 import numpy as np
@@ -14,13 +13,13 @@ from flax import nnx
 
 from maskgil_jax import cli, configlib
 from maskgil_jax.interop.names import path_str
-from maskgil_jax.models.transformer import Transformer
+from maskgil_jax.loading import abstract_generator
 
 
 
 def report(model_config) -> tuple[list[str], int]:
   """Table rows and the total parameter count of the transformer for `config.model`."""
-  abstract = nnx.eval_shape(lambda: Transformer(model_config, rngs=nnx.Rngs(0)))
+  abstract = abstract_generator(model_config)
   variables = jax.tree_util.tree_flatten_with_path(
       nnx.state(abstract, nnx.Param), is_leaf=lambda x: isinstance(x, nnx.Variable))[0]
   rows = [f"{'parameter':<44} {'shape':<20} {'logical axes':<34} {'count':>13}"]
@@ -49,9 +48,4 @@ def _main(argv) -> int:
   return 0
 
 
-def main(argv=None) -> int:
-  return cli.run(_main, argv)
-
-
-if __name__ == "__main__":
-  sys.exit(main())
+main = cli.entry(_main, __name__)  # last: run as a command, it runs here

@@ -37,7 +37,8 @@ WORKER = textwrap.dedent("""
       mesh_lib.initialize_distributed("yes", heartbeat_timeout_s=int(sys.argv[6]),
                                       coordinator_address=f"127.0.0.1:{port}",
                                       num_processes=num_processes, process_id=process_id)
-    from maskgil_jax import configlib, sample, train
+    from maskgil_jax import configlib, sample
+    from maskgil_jax.training import trainer
     from maskgil_jax import extract_codes as ec
     from maskgil_jax.configlib import base_config
     from maskgil_jax.models.vq import VQModel
@@ -58,19 +59,19 @@ WORKER = textwrap.dedent("""
           print("KILLING", flush=True)
           os.kill(os.getpid(), signal.SIGKILL)
         threading.Thread(target=watch, daemon=True).start()
-      train.train(config(total_steps=10000), root / "killed")
+      trainer.train(config(total_steps=10000), root / "killed")
       sys.exit(0)
 
     tag = f"p{num_processes}"
     if num_processes > 1:
-      train.train(config(total_steps=4), root / "straight")
-      train.train(config(total_steps=2), root / "resumed")
-      train.train(config(total_steps=4), root / "resumed")
+      trainer.train(config(total_steps=4), root / "straight")
+      trainer.train(config(total_steps=2), root / "resumed")
+      trainer.train(config(total_steps=4), root / "resumed")
     else:  # the same run on 1 process of 8 devices, and the 2-process checkpoint resumed here
       import shutil
-      train.train(config(total_steps=6), root / "straight_p1")
+      trainer.train(config(total_steps=6), root / "straight_p1")
       shutil.copytree(root / "straight", root / "on_one")
-      train.train(config(total_steps=6), root / "on_one")
+      trainer.train(config(total_steps=6), root / "on_one")
     sample.main(["--ckpt", str(root / "straight"), "--decode", "mar", "--labels",
                  ",".join(str(i % 10) for i in range(12)), "--tokens-only", "--steps", "2",
                  "--batch-size", "8", "--out", str(root / f"samples_{tag}")])
@@ -81,6 +82,8 @@ WORKER = textwrap.dedent("""
     summary = ec.extract_codes(c, root / f"codes_{tag}", tok, batch_size=2, shard_size=2,
                                progress=False)
 """)
+
+pytestmark = pytest.mark.slow
 
 
 def free_port() -> int:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from maskgil_jax import checkpoints, configlib, convert, export
+from maskgil_jax import configlib, convert, export, loading
 from maskgil_jax.configlib import ConfigError
 from maskgil_jax.interop import tokenizer_names, torch_io
 from maskgil_jax.interop.torch_io import CheckpointError
@@ -35,7 +35,7 @@ def generator_config(preset: str):
 @pytest.mark.parametrize("stem", sorted(FAMILIES))
 def test_matches_the_reference_code(fixtures_dir, stem):
   weights, preset, _ = FAMILIES[stem]
-  model = checkpoints.load_tokenizer(fixtures_dir / weights, configlib.tokenizer_config(preset))
+  model = loading.load_tokenizer(fixtures_dir / weights, configlib.tokenizer_config(preset))
   io = np.load(fixtures_dir / f"{stem}_io.npz")
   x = jnp.asarray(io["images"].astype(np.float32) / 127.5 - 1.0)
   np.testing.assert_allclose(x, nhwc(io["x"]), atol=1e-6)
@@ -64,7 +64,7 @@ def test_lightning_loss_keys_are_dropped_and_a_missing_weight_is_named(fixtures_
   torch.save({"state_dict": {k: torch.from_numpy(np.asarray(v)) for k, v in broken.items()}},
              path)
   with pytest.raises(CheckpointError) as e:
-    checkpoints.load_tokenizer(path, configlib.tokenizer_config("tiny_taming"))
+    loading.load_tokenizer(path, configlib.tokenizer_config("tiny_taming"))
   assert "missing decoder.up.2.attn.1.q.weight [64, 64, 1, 1]" in str(e.value)
   assert "unexpected decoder.extra.weight" in str(e.value)
   assert "loss." not in str(e.value)
@@ -72,7 +72,7 @@ def test_lightning_loss_keys_are_dropped_and_a_missing_weight_is_named(fixtures_
 
 def test_a_file_of_another_family_is_named(fixtures_dir):
   with pytest.raises(CheckpointError, match="holds a magvit2 tokenizer.*'taming'"):
-    checkpoints.load_tokenizer(fixtures_dir / "open_magvit2_tiny.safetensors",
+    loading.load_tokenizer(fixtures_dir / "open_magvit2_tiny.safetensors",
                                configlib.tokenizer_config("tiny_taming"))
   with pytest.raises(ConfigError, match="config.tokenizer.kind"):
     state_dict, meta = torch_io.load_weights(fixtures_dir / "open_magvit2_tiny.safetensors")
@@ -90,12 +90,12 @@ def test_ema_copy_is_read_on_request(fixtures_dir, tmp_path):
   path = tmp_path / "magvit2.ckpt.pt"
   torch.save({"state_dict": lightning, "global_step": 3}, path)
   config = configlib.tokenizer_config("tiny_magvit2")
-  live = checkpoints.load_tokenizer(path, config)
-  ema = checkpoints.load_tokenizer(path, config, ema=True)
+  live = loading.load_tokenizer(path, config)
+  ema = loading.load_tokenizer(path, config, ema=True)
   np.testing.assert_array_equal(live.decoder.conv_out.bias[...], sd["decoder.conv_out.bias"])
   np.testing.assert_array_equal(ema.decoder.conv_out.bias[...], np.full(3, 0.5, np.float32))
   with pytest.raises(CheckpointError, match="has no EMA weights"):
-    checkpoints.load_tokenizer(fixtures_dir / "open_magvit2_tiny.safetensors", config, ema=True)
+    loading.load_tokenizer(fixtures_dir / "open_magvit2_tiny.safetensors", config, ema=True)
 
 
 @pytest.mark.parametrize("stem", sorted(FAMILIES))
