@@ -20,7 +20,7 @@ APP = ["gradio>=6,<7"]  # the web demo (python -m maskgil_jax.app); 6.31 tested
 # computed (requirements from requirements.txt, the extras, the package layout) stays here.
 setup(
     packages=find_packages(include=["maskgil_jax", "maskgil_jax.*"]) + ["maskgil_jax.configs"],
-    # the experiment files, so `--config maskgil_b` works after a non-editable install
+    # the experiment files, so `--config maskgil:B` works after a non-editable install
     package_dir={"maskgil_jax.configs": "configs"},
     package_data={"maskgil_jax.data": ["demo/*.npz", "demo/*.md"]},
     install_requires=read_requirements(),

@@ -1,6 +1,6 @@
 """Decoding speed, MAR vs hybrid vs AR, measured side by side on one model and one batch.
 
-  python bench/sample_speed.py --config configs/maskgil_b.py [--ckpt CKPT] [--batch-size 64] \
+  python bench/sample_speed.py --config configs/maskgil.py:B [--ckpt CKPT] [--batch-size 64] \
       [--steps 8] [--ar-tokens N] [--cfg-scale W] [--repeats 3] [--config.a.b=value ...]
 
 Prints, per decoder the model's layout supports (maskgil: all three; llamagen: AR;
@@ -26,13 +26,13 @@ from maskgil_jax.decode.mar import guided_logits
 from maskgil_jax.models.transformer import Transformer, num_params
 from maskgil_jax.parallel.mesh import batch_sharding, batch_shards, make_mesh
 from maskgil_jax.parallel.rules import axis_rules, make_rules
-from maskgil_jax.sample import abstract_generator, load_generator
+from maskgil_jax.loading import abstract_generator, load_generator
 
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(prog="python bench/sample_speed.py",
                               description="MAR / hybrid / AR decoding speed side by side.")
-  p.add_argument("--config", default="configs/maskgil_b.py", help="experiment file")
+  p.add_argument("--config", default="configs/maskgil.py:B", help="experiment file")
   p.add_argument("--ckpt", help="weights (our checkpoint or a PyTorch GPT); default random")
   p.add_argument("--batch-size", type=int, default=64, help="images per batch (global)")
   p.add_argument("--steps", type=int, help="MAR steps (default config.decode.steps)")

@@ -26,7 +26,7 @@ from maskgil_jax.configlib import recipes
 from maskgil_jax.models.transformer import Transformer, num_params
 from maskgil_jax.parallel import mesh as mesh_lib
 from maskgil_jax.parallel import rules as rules_lib
-from maskgil_jax.train import generator_task
+from maskgil_jax.training.tasks import generator_task
 from maskgil_jax.training import flops as flops_lib
 from maskgil_jax.training import remat_choice
 from maskgil_jax.training import state as state_lib

@@ -47,7 +47,7 @@ from maskgil_jax.models import vq as jax_vq
 from maskgil_jax.models.transformer import Transformer
 from maskgil_jax.parallel import mesh as mesh_lib
 from maskgil_jax.parallel import rules as rules_lib
-from maskgil_jax.train import generator_task
+from maskgil_jax.training.tasks import generator_task
 from maskgil_jax.training import remat_choice
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -46,11 +46,12 @@ All runs add `--config.data.tfds_data_dir=gs://BUCKET/tfds` for ImageNet; on a T
 launch/tpu_pod.sh with the same config argument.
 """
 from maskgil_jax.configlib import recipes
+from maskgil_jax.configlib.tokenizer import RELEASES
 
 GENERATORS = {"maskgil_b": lambda tok: recipes.maskgil("B", tok),
               "llamagen_b": lambda tok: recipes.llamagen("B", tok)}
-TOKENIZERS = {"vq16": "vq16", "maskgit": "maskgit_vqgan", "chameleon": "chameleon_vqgan",
-              "magvit2": "open_magvit2", "magvit2_flat": "open_magvit2"}
+TOKENIZERS = {r.study: r.preset for r in RELEASES}
+TOKENIZERS["magvit2_flat"] = TOKENIZERS["magvit2"]  # the same codes, one flat table and head
 # Open-MAGVIT2's asymmetric token factorization of its 18-bit LFQ codes (2^6 x 2^12)
 FACTORIZATION = {"magvit2": (6, 12)}
 

@@ -17,7 +17,6 @@ import argparse  # noqa: F401 (the Namespace type)
 import os
 import pathlib
 import socket
-import sys
 import tempfile
 
 from maskgil_jax import cli
@@ -57,8 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def default_ckpt() -> str:
   """The demo's generator, when `python -m maskgil_jax.demo` has trained it here."""
-  from maskgil_jax.demo import WORKDIR
-  path = pathlib.Path(WORKDIR) / "generator"
+  from maskgil_jax.data.demo_set import DEMO_WORKDIR
+  path = pathlib.Path(DEMO_WORKDIR) / "generator"
   if not path.is_dir():
     raise cli.UsageError(f"no --ckpt given and no demo model in {path}: train it with "
                          "`python -m maskgil_jax.demo` or give --ckpt")
@@ -79,14 +78,14 @@ def check_port(host: str, port: int) -> None:
 
 def _main(argv=None) -> int:
   args = parse_args(argv)
-  from maskgil_jax import pipeline
+  from maskgil_jax import loading, pipeline
   ckpt = args.ckpt or default_ckpt()
   # every mistake that needs no weights is reported before gradio or the weights are loaded
-  config = pipeline.resolve_config(args.config, ckpt, args.config_overrides)
+  config = loading.resolve_config(args.config, ckpt, args.config_overrides)
   ar_config = None
   if args.ar_ckpt:
-    ar_config = pipeline.resolve_config(args.ar_config, args.ar_ckpt, args.ar_config_overrides,
-                                        "--ar-config")
+    ar_config = loading.resolve_config(args.ar_config, args.ar_ckpt, args.ar_config_overrides,
+                                       "--ar-config")
   for flag, path in (("--ckpt", ckpt), ("--ar-ckpt", args.ar_ckpt),
                      ("--tokenizer", args.tokenizer), ("--text-encoder", args.text_encoder),
                      ("--class-names", args.class_names)):
@@ -117,9 +116,4 @@ def _main(argv=None) -> int:
   return 0
 
 
-def main(argv=None) -> int:
-  return cli.run(_main, argv)
-
-
-if __name__ == "__main__":
-  sys.exit(main())
+main = cli.entry(_main, __name__)  # last: run as a command, it runs here

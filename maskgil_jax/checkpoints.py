@@ -31,10 +31,9 @@ from etils import epath
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from maskgil_jax import __version__, cli
-from maskgil_jax.interop import tokenizer_names
-from maskgil_jax.interop.torch_io import CheckpointError, load_state_dict
-from maskgil_jax.models.vq import TokenizerSpec, VQModel
+from maskgil_jax import __version__
+from maskgil_jax.data.global_batches import saved_position
+from maskgil_jax.interop.torch_io import CheckpointError
 
 SUBDIR = "checkpoints"
 PARAM_LAYOUT = "stacked_layers"  # every layer parameter carries a leading `layers` axis
@@ -189,48 +188,6 @@ def _quarantine(root: epath.Path, step: int) -> None:
     multihost_utils.sync_global_devices(f"quarantine_checkpoint_{step}")
 
 
-class MissingDataPosition(FileNotFoundError):
-  """A step without this process's data position: damage unless a restart is asked for."""
-
-
-def _data_position(root: epath.Path, step: int, restart_data: bool) -> dict | None:
-  """This process's saved data position (the data iterator's state) at `step`.
-
-  The position is the global batch the stream stands at (data/global_batches.py), the same in
-  every process's file, so a step saved by another number of processes is read from its files
-  (process 0 takes over the sum of their unreadable-image counts). A step without any position
-  file is unusable (`MissingDataPosition`, so the previous step is tried like for any damaged
-  one): resuming parameters with a restarted stream would silently train on other data than
-  the uninterrupted run. With `restart_data` (a deliberate choice) a missing position starts
-  the stream from its beginning instead, with a warning, and None is returned.
-  """
-  from maskgil_jax.data.global_batches import POSITION_KEY
-  from maskgil_jax.data.unreadable import UNREADABLE_KEY
-  folder = root / str(step) / "data_iter"
-  name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
-  if (folder / name).exists():
-    return json.loads((folder / name).read_text())
-  saved = sorted(folder.glob("process_*-of-*.json")) if folder.exists() else []
-  if saved:
-    states = [json.loads(p.read_text()) for p in saved]
-    positions = {s.get(POSITION_KEY) for s in states}
-    if len(positions) != 1 or None in positions:
-      raise MissingDataPosition(f"the data positions in {folder} disagree or are not global "
-                                f"batch counts ({sorted(map(str, positions))})")
-    position = positions.pop()
-    total = sum(int(s.get(UNREADABLE_KEY, 0)) for s in states)
-    cli.notice("data position of another number of processes (%s): global batch %d",
-               saved[0].name.split("-of-")[1].removesuffix(".json"), position)
-    return {POSITION_KEY: position, UNREADABLE_KEY: total if jax.process_index() == 0 else 0}
-  if restart_data:
-    logging.warning("%s/%s holds no data position %s; config.ckpt.restart_data: the data "
-                    "stream starts from its beginning", root, step, name)
-    return None
-  raise MissingDataPosition(
-      "no data position in data_iter/ (lost or deleted); "
-      "set config.ckpt.restart_data=True to resume with the data stream restarted")
-
-
 def restore_state(manager: ocp.CheckpointManager, abstract_state, data_iter=None, *,
                   step: int | None = None, quarantine: bool = False,
                   restart_data: bool = False):
@@ -258,7 +215,8 @@ def restore_state(manager: ocp.CheckpointManager, abstract_state, data_iter=None
         raise FileNotFoundError("no state item")
       # readable but not for this model: an error, since falling back would hide it
       _check_fits(stored, target, f"{root}/{s}")
-      position = (_data_position(root, s, restart_data) if data_iter is not None else None)
+      position = (saved_position(root / str(s) / "data_iter", restart_data)
+                  if data_iter is not None else None)
       restored = manager.restore(s, args=ocp.args.Composite(**items))
       state = from_nested(restored["state"], abstract_state, source=f"{root}/{s}")
       if position is not None:
@@ -356,28 +314,6 @@ def restore_tokenizer(directory: str | os.PathLike, abstract_module):
   if config.get("task", "tokenizer") != "tokenizer":
     raise CheckpointError(f"{directory}: is a {config.task!r} run, not a tokenizer")
   return restore_params(directory, abstract_module)
-
-
-def load_tokenizer(path: str | os.PathLike, tokenizer_config, *, ema: bool | None = None):
-  """The tokenizer `tokenizer_config` describes, with weights from one of our checkpoints (a
-  directory) or a reference `.pt` / `.safetensors` file of its family: LlamaGen's
-  (`{"model": sd}` or a bare state dict), or a taming / Chameleon / Open-MAGVIT2 Lightning
-  checkpoint (`{"state_dict": sd}`; loss keys dropped; the EMA copy when the file has one,
-  as Open-MAGVIT2's scripts use it, unless `ema=False`; `ema=True` requires it).
-
-  Every key and shape is checked; a mismatch raises CheckpointError naming each missing,
-  unexpected and mis-shaped entry. Lives here, beside the orbax side, so that `models/` never
-  imports checkpoint formats.
-  """
-  path = epath.Path(path)
-  spec = TokenizerSpec.from_config(tokenizer_config)
-  abstract = nnx.eval_shape(lambda: VQModel(spec, rngs=nnx.Rngs(0)))
-  if path.is_dir():
-    return restore_tokenizer(path, abstract)
-  if not path.exists():
-    raise CheckpointError(f"{path}: no such file or directory")
-  return tokenizer_names.import_tokenizer_state_dict(abstract, load_state_dict(path),
-                                                     source=str(path), ema=ema)
 
 
 def _tuples(x):

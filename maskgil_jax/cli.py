@@ -1,7 +1,7 @@
 """The one command shell every `python -m maskgil_jax.<command>` shares.
 
 - **One flag style.** Flags are spelled `--kebab-case`. An experiment is `--config FILE[:arg]`
-  (a path, or the name of a config shipped with the package, `maskgil_b`), and any field is
+  (a path, or the name of a config shipped with the package, `maskgil:B`), and any field is
   overridden with `--config.a.b=value` (also `--config.a.b value`); commands that read a second
   model take `--ar-config` the same way.
 - **One error path.** Every mistake the user can fix derives from `errors.UserError` (config
@@ -23,7 +23,7 @@ import pathlib
 import sys
 from collections.abc import Callable, Sequence
 
-from maskgil_jax.errors import OutputExistsError, UserError  # noqa: F401 (re-exported)
+from maskgil_jax.errors import OutputExistsError, UsageError, UserError  # noqa: F401 (the shell's)
 
 # OS errors that mean "the path you gave is wrong": reported like any other user error
 PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
@@ -58,6 +58,15 @@ class Parser(argparse.ArgumentParser):
       self.config_flag.help = f"{CONFIG_HELP}. Shipped: {', '.join(shipped_config_names())}"
     return super().format_help()
 
+  def add_shard_flags(self, what: str, batch_default: int, batch_help: str) -> None:
+    """--out (a folder of `what` shards, resumed), --batch-size and --shard-size, as the
+    resumable extraction commands take them; `shard_sizes` reads the last two, checked."""
+    self.add_argument("--out", required=True, help=f"output folder of {what} shards (an "
+                      "existing one is resumed)")
+    self.add_argument("--batch-size", type=int, default=batch_default, help=batch_help)
+    self.add_argument("--shard-size", type=int, default=4096, help="images per shard, the "
+                      "unit of resumption (default 4096)")
+
   def error(self, message: str):  # argparse's hook for bad flags
     raise UsageError(f"{message} (see {self.prog} --help)")
 
@@ -80,10 +89,6 @@ class Parser(argparse.ArgumentParser):
     for p, overrides in found.items():
       setattr(args, f"{p.replace('-', '_')}_overrides", overrides)
     return args
-
-
-class UsageError(UserError):
-  """A flag that is missing, unknown or malformed."""
 
 
 def load_config(args: argparse.Namespace, prefix: str = "config"):
@@ -114,6 +119,30 @@ def check_new_output(path, flag: str = "--out", *, overwrite: bool = False,
         raise UsageError(f"{flag} {path}: {p} is not writable")
       break
   return path
+
+
+def entry(body: Callable[[Sequence[str] | None], int | None], module: str):
+  """A command's `main(argv=None) -> int`: `body(argv)` run through `run`. Called last in the
+  command's module with its `__name__`: run as `python -m`, the command runs and exits here."""
+  def main(argv: Sequence[str] | None = None) -> int:
+    return run(body, argv)
+  main.__doc__ = body.__doc__
+  if module == "__main__":
+    sys.exit(main())
+  return main
+
+
+def shard_sizes(args: argparse.Namespace) -> dict:
+  """{'batch_size', 'shard_size'} of `Parser.add_shard_flags`' flags; UsageError below 1."""
+  require_positive(("--batch-size", args.batch_size), ("--shard-size", args.shard_size))
+  return dict(batch_size=args.batch_size, shard_size=args.shard_size)
+
+
+def require_positive(*flags: tuple[str, int]) -> None:
+  """UsageError naming the first (flag, value) pair whose value is below 1."""
+  for flag, value in flags:
+    if value < 1:
+      raise UsageError(f"{flag} must be >= 1, got {value}")
 
 
 def run(main: Callable[[Sequence[str] | None], int | None],

@@ -1,7 +1,7 @@
 """`python -m maskgil_jax.convert --kind K --src FILE --config CONFIG --out DIR`: weights in.
 
   python -m maskgil_jax.convert --kind llamagen-c2i --src c2i_B_256.pt \
-      --config configs/llamagen_b.py --out ckpt/llamagen_b
+      --config configs/llamagen.py:B --out ckpt/llamagen_b
   python -m maskgil_jax.convert --kind vq16 --src vq_ds16_c2i.pt --config configs/vq16.py \
       --out ckpt/vq16
   python -m maskgil_jax.convert --kind maskgil-reference --src MaskGIL/ckpt/last.pth \
@@ -37,15 +37,11 @@ import argparse
 import json
 import pathlib
 import shutil
-import sys
 
-from flax import nnx
-
-from maskgil_jax import checkpoints, cli, configlib
+from maskgil_jax import checkpoints, cli, configlib, loading
+from maskgil_jax.configlib.tokenizer import RELEASES
 from maskgil_jax.interop import gpt_names, names, tokenizer_names, torch_io
 from maskgil_jax.interop.torch_io import CheckpointError
-from maskgil_jax.models.transformer import Transformer
-from maskgil_jax.models.vq import VQModel
 
 # kind -> the reference layout of config.model it needs (None: a tokenizer, or native)
 KINDS = {"vq16": None, "llamagen-c2i": "llamagen", "llamagen-t2i": "llamagen",
@@ -54,8 +50,7 @@ KINDS = {"vq16": None, "llamagen-c2i": "llamagen", "llamagen-t2i": "llamagen",
 # kind -> the config.model.condition it needs
 _CONDITION = {"llamagen-c2i": "class", "llamagen-t2i": "caption", "maskgil-reference": "class"}
 # tokenizer kind -> (key family, the config.tokenizer.kind it needs)
-TOKENIZER_KINDS = {"vq16": ("llamagen", "vq"), "taming-vqgan": ("taming", "taming"),
-                   "chameleon-vqgan": ("taming", "taming"), "open-magvit2": ("magvit2", "magvit2")}
+TOKENIZER_KINDS = {r.convert: (r.keys, r.kind) for r in RELEASES}
 # Fields that change what a network computes without changing any key or shape: a native
 # file's embedded config must agree with --config on them.
 _UNSHAPED_FIELDS = {
@@ -69,7 +64,7 @@ def key_family(state_dict) -> str | None:
   """Which kind of model a state dict's keys belong to (None when none is recognised)."""
   family = tokenizer_names.family_of(state_dict)
   if family is not None:  # taming's file is the taming-vqgan or chameleon-vqgan kind alike
-    return {"llamagen": "vq16", "taming": "taming-vqgan", "magvit2": "open-magvit2"}[family]
+    return next(r.convert for r in RELEASES if r.keys == family)
   if any(k.startswith(("encoder.", "decoder.")) for k in state_dict):
     return "vq16"
   if "tok_emb.weight" in state_dict:
@@ -127,7 +122,7 @@ def import_weights(kind: str, state_dict, metadata: dict, config, source: str,
     if needs is not None and config.tokenizer.kind != needs:
       raise configlib.ConfigError(f"config.tokenizer.kind: {config.tokenizer.kind!r}, but a "
                                   f"{kind} checkpoint needs {needs!r}")
-    abstract = nnx.eval_shape(lambda: VQModel(config.tokenizer, rngs=nnx.Rngs(0)))
+    abstract = loading.abstract_tokenizer(config.tokenizer)
     module = tokenizer_names.import_tokenizer_state_dict(abstract, state_dict, source=source,
                                                          ema=ema)
     saved = config.copy_and_resolve_references()
@@ -135,13 +130,12 @@ def import_weights(kind: str, state_dict, metadata: dict, config, source: str,
     return module, saved
   if KINDS[kind] is not None:
     gpt_names.check_reference_architecture(config.model, KINDS[kind])
-    condition = config.model.get("condition", "class")
+    condition = config.model.condition
     if condition != _CONDITION[kind]:
       raise configlib.ConfigError(f"config.model.condition: {condition!r}, but a {kind} "
                                   f"checkpoint is conditioned on {_CONDITION[kind]!r}")
-  abstract = nnx.eval_shape(lambda: Transformer(config.model, rngs=nnx.Rngs(0)))
-  module = names.import_state_dict(abstract, state_dict, gpt_names.gpt_rules(config.model),
-                                   source=source, ignore=gpt_names.non_parameter_keys(state_dict))
+  module = loading.import_gpt(loading.abstract_generator(config.model), state_dict, config.model,
+                              source)
   return module, config
 
 
@@ -200,9 +194,4 @@ def _main(argv) -> int:
   return 0
 
 
-def main(argv=None) -> int:
-  return cli.run(_main, argv)
-
-
-if __name__ == "__main__":
-  sys.exit(main())
+main = cli.entry(_main, __name__)  # last: run as a command, it runs here

@@ -19,24 +19,22 @@ from __future__ import annotations
 import argparse  # noqa: F401 (the Namespace type)
 import json
 import pathlib
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from maskgil_jax import checkpoints, cli, configlib, study, train
-from maskgil_jax.data.demo_set import demo_class_names
+from maskgil_jax import checkpoints, cli, configlib, loading
+from maskgil_jax.training import trainer
+from maskgil_jax.data.demo_set import DEMO_WORKDIR, demo_class_names
 from maskgil_jax.data.preprocess import to_model_range
 from maskgil_jax.decode import tokens_to_images, write_png
-from maskgil_jax.demo_quality import demo_quality
+from maskgil_jax.evaluation import hybrid_study as study
+from maskgil_jax.evaluation.demo_judge import demo_quality
 from maskgil_jax.models import vq
-from maskgil_jax.models.transformer import Transformer
 
 _GRID_COLUMNS = 10
-WORKDIR = "out/demo"  # the default --workdir; the web demo serves WORKDIR/generator by default
 # the demo's hybrid study: AR tokens of the 8x8 grid (0 = MAR alone; the whole grid, AR alone,
 # is always added), each followed by config.decode.steps MAR steps. Kept to the short splits
 # (the best of 4, 8, 16 and 32 was 4 when measured) so the demo stays under 15 minutes; the
@@ -47,7 +45,7 @@ STUDY_AR_TOKENS = (0, 4, 8)
 def parse_args(argv=None) -> argparse.Namespace:
   p = cli.Parser("demo", "Train the demo tokenizer and MaskGIL on the shipped Fashion-MNIST "
                  "subset, sample one row per class and measure the samples.")
-  p.add_argument("--workdir", default=WORKDIR, help="where both runs, samples and figures go")
+  p.add_argument("--workdir", default=DEMO_WORKDIR, help="where both runs, samples and figures go")
   p.add_argument("--task", choices=("class", "text"), default="class",
                  help="class-conditional demo, or text-to-image (maskgil_jax/demo_text.py)")
   p.add_argument("--per-class", type=int, default=100, help="samples per class for the figures")
@@ -74,7 +72,7 @@ def run_stage(config, workdir: pathlib.Path) -> float:
   """Train (or resume, or skip when finished) one stage; returns the seconds it took."""
   start = time.time()
   if checkpoints.latest_step(workdir) != config.total_steps:
-    train.train(config, str(workdir))
+    trainer.train(config, str(workdir))
   return time.time() - start
 
 
@@ -122,9 +120,8 @@ def run(args) -> None:
 
   start = time.time()
   config = configlib.finalize(gen_config)
-  tokenizer = checkpoints.load_tokenizer(tok_dir, config.tokenizer)
-  abstract = nnx.eval_shape(lambda: Transformer(config.model, rngs=nnx.Rngs(0)))
-  model = checkpoints.restore_params(gen_dir, abstract)
+  tokenizer = loading.load_tokenizer(tok_dir, config.tokenizer)
+  model = loading.load_generator(gen_dir, config.model)
   classes = config.model.num_classes
   labels = np.repeat(np.arange(classes, dtype=np.int32), args.per_class)
   judge = study.Judge(config, None, None, workdir)
@@ -182,9 +179,4 @@ def _main(argv=None) -> int:
   return 0
 
 
-def main(argv=None) -> int:
-  return cli.run(_main, argv)
-
-
-if __name__ == "__main__":
-  sys.exit(main())
+main = cli.entry(_main, __name__)  # last: run as a command, it runs here

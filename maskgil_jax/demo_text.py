@@ -28,17 +28,17 @@ import jax
 import numpy as np
 from flax import nnx
 
-from maskgil_jax import checkpoints, configlib
+from maskgil_jax import configlib, loading
 from maskgil_jax.data import demo_captions, preprocess
 from maskgil_jax.data.demo_set import load_demo
 from maskgil_jax.decode import DecodeSettings, captioned_grid, generate_tokens
 from maskgil_jax.decode import tokens_to_images, write_png
-from maskgil_jax.demo_quality import demo_quality
+from maskgil_jax.evaluation.demo_judge import demo_quality
 from maskgil_jax.interop import names, t5_names, torch_io
 from maskgil_jax.models.conditions import Caption
 from maskgil_jax.models.t5 import T5Encoder, T5Spec
-from maskgil_jax.models.transformer import Transformer, at_grid
-from maskgil_jax.text.encoder import caption_features, load_text_encoder
+from maskgil_jax.models.transformer import at_grid
+from maskgil_jax.text.encoder import caption_features
 
 SHAPES = {"square": (32, 32), "portrait": (32, 24)}
 
@@ -131,12 +131,10 @@ def run(args, stage_config, run_stage) -> None:
 
   start = time.time()
   config = configlib.finalize(gen_config)
-  tokenizer = checkpoints.load_tokenizer(tok_dir, config.tokenizer)
-  abstract = nnx.eval_shape(lambda: Transformer(config.model, rngs=nnx.Rngs(0)))
-  model = checkpoints.restore_params(gen_dir, abstract)
+  tokenizer = loading.load_tokenizer(tok_dir, config.tokenizer)
+  model = loading.load_generator(gen_dir, config.model)
   settings = DecodeSettings.from_config(config.decode)
-  text = load_text_encoder(text_dir, max_length=config.text.max_length,
-                           caption_dim=config.model.caption_dim)
+  text = loading.load_text_encoder(text_dir, config.text, config.model.caption_dim)
   prompts, labels = demo_captions.held_out_prompts(args.per_class)
   features, mask = caption_features(text, prompts)
   down = 2 ** (len(config.tokenizer.ch_mult) - 1)

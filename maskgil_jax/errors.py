@@ -13,3 +13,7 @@ class UserError(ValueError):
 
 class OutputExistsError(UserError):
   """An output that is already there and was not written by this run (see `--overwrite`)."""
+
+
+class UsageError(UserError):
+  """A flag that is missing, unknown or malformed (or a library argument a flag passes on)."""

@@ -26,23 +26,21 @@ The file appears only when complete; an existing `--out` is kept unless `--overw
 from __future__ import annotations
 
 import pathlib
-import sys
 
 import jax
 import ml_dtypes
 import numpy as np
-from flax import nnx
 
-from maskgil_jax import checkpoints, cli
+from maskgil_jax import checkpoints, cli, loading
 from maskgil_jax.configlib import ConfigError
+from maskgil_jax.configlib.tokenizer import RELEASES
 from maskgil_jax.interop import gpt_names, names, tokenizer_names, torch_io, vq_names
 from maskgil_jax.models.transformer import Transformer
 from maskgil_jax.models.vq import VQModel
 
 LAYOUTS = ("llamagen", "maskgil-reference", "native", "taming", "open-magvit2")
 # the tokenizer kinds each reference layout can hold (native holds any)
-_TOKENIZER_LAYOUTS = {"llamagen": ("vq",), "maskgil-reference": ("vq",), "taming": ("taming",),
-                      "open-magvit2": ("magvit2",)}
+_TOKENIZER_LAYOUTS = {**{r.export: (r.kind,) for r in RELEASES}, "maskgil-reference": ("vq",)}
 FORMATS = {".pt": "pt", ".pth": "pt", ".ckpt": "pt", ".safetensors": "safetensors"}
 LIGHTNING_LAYOUTS = ("taming", "open-magvit2")  # the layouts a Lightning `.ckpt` can hold
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}
@@ -63,9 +61,9 @@ def restore_model(workdir, step: int | None = None, ema: bool = False):
   config = checkpoints.restore_config(workdir, step)
   kind = "tokenizer" if config.get("task", "generator") == "tokenizer" else "transformer"
   if kind == "tokenizer":
-    abstract = nnx.eval_shape(lambda: VQModel(config.tokenizer, rngs=nnx.Rngs(0)))
+    abstract = loading.abstract_tokenizer(config.tokenizer)
   else:
-    abstract = nnx.eval_shape(lambda: Transformer(config.model, rngs=nnx.Rngs(0)))
+    abstract = loading.abstract_generator(config.model)
   module = checkpoints.restore_params(workdir, on_host(abstract), step=step, ema=ema)
   return module, config, kind
 
@@ -163,9 +161,4 @@ def _main(argv) -> int:
   return 0
 
 
-def main(argv=None) -> int:
-  return cli.run(_main, argv)
-
-
-if __name__ == "__main__":
-  sys.exit(main())
+main = cli.entry(_main, __name__)  # last: run as a command, it runs here

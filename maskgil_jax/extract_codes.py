@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pathlib
-import sys
 
 import grain
 import jax
@@ -36,9 +35,10 @@ from maskgil_jax.data import code_shards, preprocess
 from maskgil_jax.data.pipelines import check_data
 from maskgil_jax.data.unreadable import Unreadable
 from maskgil_jax.data.sources import open_image_source
-from maskgil_jax.checkpoints import load_tokenizer
+from maskgil_jax.loading import load_tokenizer
 from maskgil_jax.models.vq import VQModel, encode
 from maskgil_jax.parallel import mesh as mesh_lib
+from maskgil_jax.parallel.pump import padded
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +75,8 @@ class _Encoder:
   def __call__(self, views: np.ndarray):
     """Dispatches `views` (uint8 [n <= rows, S, S, 3]); returns a function giving the codes."""
     n = len(views)
-    padded = np.concatenate([views, np.zeros((self.rows - n, *views.shape[1:]), np.uint8)])
-    codes = encode(self.model, jax.device_put(preprocess.to_model_range(padded), self.sharding))
+    codes = encode(self.model, jax.device_put(
+        preprocess.to_model_range(padded(views, self.rows)), self.sharding))
     return lambda: np.asarray(codes)[:n]
 
 
@@ -175,25 +175,14 @@ def extract_codes(config, out, model: VQModel | None = None, *, batch_size: int 
               grid=grid, process=f"{process_index}/{process_count}")
 
 
-def parser() -> cli.Parser:
-  p = cli.Parser("extract_codes", __doc__.split("\n\n")[0], config="required")
-  p.add_argument("--out", required=True, help="output folder of code shards (an existing one "
-                 "is resumed)")
-  p.add_argument("--batch-size", type=int, default=64, help="images per encoder call on this "
-                 "host (default 64)")
-  p.add_argument("--shard-size", type=int, default=4096, help="images per shard, the unit of "
-                 "resumption (default 4096)")
-  return p
-
-
 def _main(argv) -> int:
-  a = parser().parse(argv)
-  for flag, value in (("--batch-size", a.batch_size), ("--shard-size", a.shard_size)):
-    if value < 1:
-      raise cli.UsageError(f"{flag} must be >= 1, got {value}")
+  p = cli.Parser("extract_codes", __doc__.split("\n\n")[0], config="required")
+  p.add_shard_flags("code", 64, "images per encoder call on this host (default 64)")
+  a = p.parse(argv)
+  sizes = cli.shard_sizes(a)
   config = cli.load_config(a)
   mesh_lib.initialize_for(config.mesh)  # before JAX touches a device; each process its share
-  s = extract_codes(config, a.out, batch_size=a.batch_size, shard_size=a.shard_size)
+  s = extract_codes(config, a.out, **sizes)
   print(f"process {s['process']}: encoded {s['images']} images ({s['views']} views of "
         f"{s['grid']}x{s['grid']} codes) into {s['shards_written']} new shards in {s['out']}; "
         f"{s['shards_present']} shards were already there; {s['unreadable']} unreadable images "
@@ -201,9 +190,4 @@ def _main(argv) -> int:
   return 0
 
 
-def main(argv=None) -> int:
-  return cli.run(_main, argv)
-
-
-if __name__ == "__main__":
-  sys.exit(main())
+main = cli.entry(_main, __name__)  # last: run as a command, it runs here

@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import sys
 
 import jax
-import numpy as np
 from tqdm import tqdm
 
-from maskgil_jax import cli
+from maskgil_jax import cli, loading
 from maskgil_jax.configlib import ConfigError
 from maskgil_jax.data import text_features
 from maskgil_jax.data.captions import CAPTION_SOURCES, open_caption_source
@@ -50,8 +48,7 @@ def extract_text(config, out, encoder: text_encoder.TextEncoder | None = None, *
   if encoder is None:
     if not text.encoder:
       raise ConfigError("config.text.encoder: the T5 folder to encode captions with")
-    encoder = text_encoder.load_text_encoder(text.encoder, max_length=text.max_length,
-                                             dtype=text.dtype)
+    encoder = loading.load_text_encoder(text.encoder, text)
   if process_index is None or process_count is None:
     process_index, process_count = jax.process_index(), jax.process_count()
   meta = text_features.FeaturesMeta(
@@ -91,31 +88,20 @@ def extract_text(config, out, encoder: text_encoder.TextEncoder | None = None, *
 
 def parser() -> cli.Parser:
   p = cli.Parser("extract_text", __doc__.split("\n\n")[0], config="required")
-  p.add_argument("--out", required=True, help="output folder of feature shards (an existing "
-                 "one is resumed)")
-  p.add_argument("--batch-size", type=int, default=256, help="captions per encoder call")
-  p.add_argument("--shard-size", type=int, default=4096, help="images per shard, the unit of "
-                 "resumption (default 4096)")
+  p.add_shard_flags("feature", 256, "captions per encoder call")
   return p
 
 
 def _main(argv) -> int:
   a = parser().parse(argv)
-  for flag, value in (("--batch-size", a.batch_size), ("--shard-size", a.shard_size)):
-    if value < 1:
-      raise cli.UsageError(f"{flag} must be >= 1, got {value}")
+  sizes = cli.shard_sizes(a)
   config = cli.load_config(a)
   mesh_lib.initialize_for(config.mesh)  # before JAX touches a device; each process its share
-  s = extract_text(config, a.out, batch_size=a.batch_size, shard_size=a.shard_size)
+  s = extract_text(config, a.out, **sizes)
   cli.summary("process %s: encoded %d captions into %d new shards in %s; %d shards were already "
               "there; %d images without captions skipped", s["process"], s["captions"],
               s["shards_written"], s["out"], s["shards_present"], s["skipped_empty"])
   return 0
 
 
-def main(argv=None) -> int:
-  return cli.run(_main, argv)
-
-
-if __name__ == "__main__":
-  sys.exit(main())
+main = cli.entry(_main, __name__)  # last: run as a command, it runs here

@@ -7,7 +7,6 @@ logical axes, a subtotal per module, and `params: N` last.
 """
 from __future__ import annotations
 
-import sys
 
 import jax
 import numpy as np
@@ -15,19 +14,19 @@ from flax import nnx
 
 from maskgil_jax import cli, configlib
 from maskgil_jax.interop.names import path_str
-from maskgil_jax.models.transformer import Transformer
-from maskgil_jax.models.vq import VQModel
+from maskgil_jax.loading import abstract_generator, abstract_tokenizer
+
 
 
 def report(model_config) -> tuple[list[str], int]:
   """Table rows and the total parameter count of the transformer for `config.model`."""
-  return module_report(nnx.eval_shape(lambda: Transformer(model_config, rngs=nnx.Rngs(0))))
+  return module_report(abstract_generator(model_config))
 
 
 def tokenizer_report(tokenizer_config) -> tuple[list[str], int]:
   """Table rows and the total parameter count of the tokenizer for `config.tokenizer`
   (parameters only: LlamaGen's usage buffer is state, not a weight)."""
-  return module_report(nnx.eval_shape(lambda: VQModel(tokenizer_config, rngs=nnx.Rngs(0))))
+  return module_report(abstract_tokenizer(tokenizer_config))
 
 
 def module_report(abstract) -> tuple[list[str], int]:
@@ -66,9 +65,4 @@ def _main(argv) -> int:
   return 0
 
 
-def main(argv=None) -> int:
-  return cli.run(_main, argv)
-
-
-if __name__ == "__main__":
-  sys.exit(main())
+main = cli.entry(_main, __name__)  # last: run as a command, it runs here

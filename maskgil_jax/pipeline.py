@@ -4,9 +4,9 @@
   pipe = pipeline.load("out/demo/generator")          # or a PyTorch GPT file + config=...
   images = pipe.generate(labels=["Sneaker", 3], decode="mar", steps=8, seed=0)  # uint8 [N,H,W,3]
 
-`load` reads what the sample command reads, through the same functions (they live here and the
-command imports them): our checkpoints (a workdir, its `checkpoints/` folder or a step folder;
-the config stored with it is used unless one is given) or a PyTorch LlamaGen / MaskGIL GPT file
+`load` reads what the sample command reads, through the same functions (`loading.py`): our
+checkpoints (a workdir, its `checkpoints/` folder or a step folder; the config stored with it
+is used unless one is given) or a PyTorch LlamaGen / MaskGIL GPT file
 (`config=` then says which layout and size), the tokenizer (`config.tokenizer.ckpt` unless
 given), the text encoder of caption models (`config.text.encoder` unless given) and an optional
 separate AR model for hybrid decoding.
@@ -27,87 +27,33 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import pathlib
 from collections.abc import Iterator, Sequence
 
 import jax
 import ml_collections
 import numpy as np
-from flax import nnx
 
-from maskgil_jax import checkpoints, configlib
 from maskgil_jax.configlib import ConfigError
-from maskgil_jax.configlib.finalize import check_same_block
 from maskgil_jax.configlib.load import apply_override
 from maskgil_jax.decode import METHODS, DecodeSettings, generate_tokens, tokens_to_images
+from maskgil_jax.decode import sampling
 from maskgil_jax.decode.hybrid import check_pair
-from maskgil_jax.interop import gpt_names, names, torch_io
+from maskgil_jax.loading import is_torch_file, load_generator, load_text_encoder, load_tokenizer
+from maskgil_jax.loading import resolve_config
 from maskgil_jax.models.conditions import Caption
 from maskgil_jax.models.transformer import Transformer, at_grid
 from maskgil_jax.models.vq import TokenizerSpec
 from maskgil_jax.parallel.mesh import batch_shards, global_batch, make_mesh
-from maskgil_jax.parallel.rules import axis_rules, make_rules, param_shardings
+from maskgil_jax.parallel.pump import ahead, slices
+from maskgil_jax.parallel.rules import axis_rules, make_rules
 
-TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
-# keyword of `generate` -> config.decode field it overrides (the sample command's flags too)
-DECODE_FIELDS = ("steps", "cfg_scale", "temperature", "top_k", "top_p", "choice_temperature",
-                 "ar_tokens", "ar_cfg_scale", "ar_temperature", "hybrid_schedule")
-
-
-# ---- loading (shared with the sample command) --------------------------------------------------
-def is_torch_file(path) -> bool:
-  return pathlib.Path(path).suffix in TORCH_SUFFIXES
+# the config.decode fields a request may set (keywords of `generate`, the sample command's
+# flags): every decoder setting but the two schedules of the mask and the guidance
+DECODE_FIELDS = tuple(f for f in sampling.FIELDS + sampling.HYBRID_FIELDS
+                      if f not in ("schedule", "cfg_schedule"))
 
 
-def resolve_config(spec, ckpt, overrides: Sequence[str] = (), flag: str = "--config"):
-  """The finalized config from an experiment file or name (`spec`, or a ConfigDict), or the one
-  stored with our checkpoint `ckpt`; `overrides` are 'a.b=value' items."""
-  if isinstance(spec, ml_collections.ConfigDict):
-    config = ml_collections.ConfigDict(spec.to_dict())  # the caller's copy stays as it was
-    for item in overrides:
-      apply_override(config, *item.split("=", 1))
-    return configlib.finalize(config)
-  if spec:
-    return configlib.finalize(configlib.load_config(str(spec), list(overrides)))
-  if is_torch_file(ckpt):
-    raise ConfigError(f"{flag} is required with a PyTorch checkpoint ({ckpt}): it says which "
-                      "layout and size the file holds")
-  config = checkpoints.restore_config(ckpt)
-  for item in overrides:
-    apply_override(config, *item.split("=", 1))
-  return configlib.finalize(config)
-
-
-def abstract_generator(model_cfg, mesh=None, rules=None):
-  """The transformer of `model_cfg` as shapes, placed by the logical-axis rules on `mesh`."""
-  abstract = nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(0)))
-  if mesh is None:
-    return abstract
-  shardings = param_shardings(abstract, mesh, rules)
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      abstract, shardings)
-
-
-def load_generator(ckpt, model_cfg, *, ema: bool = False, mesh=None, rules=None,
-                   step: int | None = None):
-  """The transformer of `model_cfg` with weights from our checkpoint (its newest step unless
-  `step`) or a PyTorch GPT file (every key and shape checked), placed on `mesh` when given."""
-  abstract = abstract_generator(model_cfg, mesh, rules)
-  if not is_torch_file(ckpt):
-    try:  # a step without a readable config is restore_params' to judge (it may fall back)
-      stored = checkpoints.restore_config(ckpt, step).get("model", {})
-    except checkpoints.CheckpointError:
-      stored = {}
-    check_same_block(stored, model_cfg, str(ckpt))
-    return checkpoints.restore_params(ckpt, abstract, step=step, ema=ema)
-  state_dict = torch_io.load_state_dict(ckpt)
-  model = names.import_state_dict(abstract, state_dict, gpt_names.gpt_rules(model_cfg),
-                                  source=str(ckpt), ignore=gpt_names.NON_PARAMETER_KEYS)
-  if mesh is None:
-    return model
-  return jax.device_put(model, jax.tree.map(lambda a: a.sharding, abstract))
-
-
+# ---- checks ----------------------------------------------------------------------------------
 def check_method(method: str, model, ar_model) -> None:
   """ConfigError unless `model` (and `ar_model`, hybrid's AR half) can run decoder `method`."""
   if method not in METHODS:
@@ -157,7 +103,7 @@ def decode_settings(decode_cfg, **overrides) -> DecodeSettings:
 def data_class_names(config) -> tuple[str, ...] | None:
   """Names of the classes a model was trained on, where the data source has them (the demo's
   Fashion-MNIST); None means the classes go by number."""
-  if config.data.get("name") == "demo":
+  if config.data.name == "demo":
     from maskgil_jax.data.demo_set import demo_class_names
     shipped = demo_class_names()
     if len(shipped) == config.model.num_classes:
@@ -198,7 +144,7 @@ class Pipeline:
       raise ConfigError("--ema reads the EMA parameters of our checkpoints; a PyTorch file "
                         "holds one set of weights")
     mesh = make_mesh(config.mesh) if mesh is None else mesh
-    rules = make_rules(config.mesh.get("rules")) if rules is None else rules
+    rules = make_rules(config.mesh.rules) if rules is None else rules
     model = load_generator(ckpt, config.model, ema=ema, mesh=mesh, rules=rules, step=step)
     ar_model = None
     if ar_ckpt:
@@ -206,12 +152,10 @@ class Pipeline:
                                 step=ar_step)
     encoder = None
     if text_encoder:
-      from maskgil_jax.text.encoder import load_text_encoder  # only caption models need T5
-      encoder = load_text_encoder(text_encoder, max_length=config.text.max_length,
-                                  dtype=config.text.dtype, caption_dim=config.model.caption_dim)
+      encoder = load_text_encoder(text_encoder, config.text, config.model.caption_dim)
     vq = None
     if tokenizer:
-      vq = jax.device_put(checkpoints.load_tokenizer(tokenizer, config.tokenizer),
+      vq = jax.device_put(load_tokenizer(tokenizer, config.tokenizer),
                           jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
     if class_names is not None and len(class_names) != config.model.num_classes:
       raise ConfigError(f"class_names: {len(class_names)} names for a model of "
@@ -224,7 +168,7 @@ class Pipeline:
   @property
   def condition(self) -> str:
     """'class' (labels) or 'caption' (prompts)."""
-    return self.config.model.get("condition", "class")
+    return self.config.model.condition
 
   @property
   def num_classes(self) -> int:
@@ -374,21 +318,28 @@ class Pipeline:
     batch = self.batch_for(n)
     seed_key = jax.random.PRNGKey(int(seed))
     grid = tuple(drawing.model.layout.grid)
+
+    def dispatch(part):
+      start, _ = part
+      index = np.arange(start, start + batch, dtype=np.int32)
+      rows = np.minimum(index, n - 1)  # padding rows repeat the last request, then drop
+      if prompts is not None:
+        data = global_batch({"index": index, "caption": features[rows],
+                             "caption_mask": mask[rows]}, self.mesh)
+        cond = Caption.create(data["caption"], data["caption_mask"])
+      else:
+        data = global_batch({"index": index, "label": ids[rows].astype(np.int32)}, self.mesh)
+        cond = data["label"]
+      tokens = drawing.tokens(cond, sample_keys(seed_key, data["index"]), settings, decode)
+      return tokens, (drawing.images(tokens) if images else None)
+
+    def fetch(part, result):
+      count, (tokens, pictures) = part[1], result
+      return (None if pictures is None else np.asarray(pictures)[:count],
+              np.asarray(tokens)[:count].reshape(count, *grid))
+
     with self.placed():
-      for start in range(0, n, batch):
-        index = np.arange(start, start + batch, dtype=np.int32)
-        rows = np.minimum(index, n - 1)  # padding rows repeat the last request, then drop
-        if prompts is not None:
-          data = global_batch({"index": index, "caption": features[rows],
-                               "caption_mask": mask[rows]}, self.mesh)
-          cond = Caption.create(data["caption"], data["caption_mask"])
-        else:
-          data = global_batch({"index": index, "label": ids[rows].astype(np.int32)}, self.mesh)
-          cond = data["label"]
-        tokens = drawing.tokens(cond, sample_keys(seed_key, data["index"]), settings, decode)
-        count = min(batch, n - start)
-        pictures = np.asarray(drawing.images(tokens))[:count] if images else None
-        yield pictures, np.asarray(tokens)[:count].reshape(count, *grid)
+      yield from ahead(dispatch, slices(n, batch), fetch)
 
   def generate(self, labels: Sequence[int | str] | None = None,
                prompts: Sequence[str] | None = None, *, decode: str = "mar",
@@ -431,7 +382,7 @@ def load(ckpt, config=None, tokenizer=None, text_encoder=None, ar_ckpt=None, *,
          class_names: Sequence[str] | None = None, batch_size: int = 16) -> Pipeline:
   """A `Pipeline` from our checkpoint or a PyTorch GPT file.
 
-  `config`: an experiment file or name ('tiny:maskgil_reference', 'configs/maskgil_b.py') or a
+  `config`: an experiment file or name ('tiny:maskgil_reference', 'configs/maskgil.py:B') or a
   ConfigDict; None reads the one stored with our checkpoint (required for PyTorch files).
   `tokenizer` / `text_encoder`: paths (default: config.tokenizer.ckpt / config.text.encoder;
   without a tokenizer `generate` returns tokens only). `ar_ckpt` (+ `ar_config`): hybrid's
@@ -440,8 +391,8 @@ def load(ckpt, config=None, tokenizer=None, text_encoder=None, ar_ckpt=None, *,
   config = resolve_config(config, ckpt, overrides)
   ar_cfg = resolve_config(ar_config, ar_ckpt, (), "ar_config") if ar_ckpt else None
   tokenizer = tokenizer or config.tokenizer.ckpt or None
-  if config.model.get("condition", "class") == "caption":
-    text_encoder = text_encoder or config.text.get("encoder") or None
+  if config.model.condition == "caption":
+    text_encoder = text_encoder or config.text.encoder or None
   else:
     text_encoder = None
   if batch_size < 1:

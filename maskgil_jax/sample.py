@@ -42,10 +42,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import pathlib
 import shutil
-import sys
 import time
 
 import jax
@@ -53,32 +51,25 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from maskgil_jax import checkpoints, cli, configlib
+from maskgil_jax import cli, configlib
 from maskgil_jax.configlib.load import apply_override
 from maskgil_jax.decode import METHODS, DecodeSettings, captioned_grid, image_grid, write_png
-from maskgil_jax.decode.sampling import HYBRID_SCHEDULES
+from maskgil_jax.decode import sampling
 from maskgil_jax.evaluation.image_sets import NpzImages
 from maskgil_jax.evaluation.sample_store import SETTINGS_FILE, SampleStore
 from maskgil_jax.models.conditions import Caption
-from maskgil_jax.models.transformer import at_grid
 from maskgil_jax.models.vq import TokenizerSpec
 from maskgil_jax.parallel.mesh import (BATCH_AXES, batch_sharding, batch_shards, global_batch,
                                        initialize_distributed, make_mesh)
+from maskgil_jax.parallel.pump import local_rows, pump
 from maskgil_jax.parallel.rules import make_rules
-# loading is shared with the Python API; the names stay importable from here
-from maskgil_jax.pipeline import (AR_OBJECTIVES, Pipeline, abstract_generator,  # noqa: F401
-                                  check_ar_half, check_method, check_seed, is_torch_file,
-                                  load_generator, resolve_config, sample_keys)
+from maskgil_jax.loading import checkpoint_id, path_id, resolve_config
+from maskgil_jax.pipeline import DECODE_FIELDS, Pipeline, check_ar_half, check_seed, sample_keys
 from maskgil_jax.text.prompts import check_condition, read_prompts
 
 GRID_IMAGES = 64
 SAMPLES_FILE = "samples.npz"
 SHARDS_DIR = "shards"
-# command-line flag -> config.decode field it overrides
-DECODE_FLAGS = {"steps": "steps", "cfg_scale": "cfg_scale", "temperature": "temperature",
-                "top_k": "top_k", "top_p": "top_p", "choice_temperature": "choice_temperature",
-                "ar_tokens": "ar_tokens", "ar_cfg_scale": "ar_cfg_scale",
-                "ar_temperature": "ar_temperature", "hybrid_schedule": "hybrid_schedule"}
 
 
 def parse_args(argv=None) -> tuple[argparse.Namespace, list[str], list[str]]:
@@ -107,7 +98,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str], list[str]]:
   p.add_argument("--ar-cfg-scale", type=float, help="hybrid: the AR half's guidance w "
                  "(default config.decode.ar_cfg_scale, 1.0 = LlamaGen's s 2.0)")
   p.add_argument("--ar-temperature", type=float, help="hybrid: the AR half's temperature")
-  p.add_argument("--hybrid-schedule", choices=HYBRID_SCHEDULES, help="hybrid: MAR steps "
+  p.add_argument("--hybrid-schedule", choices=sampling.HYBRID_SCHEDULES, help="hybrid: MAR steps "
                  "spread over what AR left (spread), the full-grid schedule's first steps "
                  "(head, the reference code) or its last steps (tail)")
   p.add_argument("--seed", type=int, default=0)
@@ -125,24 +116,6 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str], list[str]]:
                  "holds other files or another set (they are deleted)")
   args = p.parse(argv)
   return args, args.config_overrides, args.ar_config_overrides
-
-
-# ---- models: loading is the pipeline's (maskgil_jax/pipeline.py) -------------------------
-def path_id(path) -> str | None:
-  """A path as the settings record it: absolute, so a rerun from another folder matches."""
-  if not path:
-    return None
-  return str(path) if "://" in str(path) else os.path.abspath(path)
-
-
-def checkpoint_id(ckpt) -> tuple[str | None, int | None]:
-  """(path, step) of the weights `ckpt` names: a PyTorch file (step None), or the checkpoint
-  root and step of ours, the newest step pinned so that a run resumed while training goes on
-  uses the same weights (or is refused)."""
-  if not ckpt or is_torch_file(ckpt):
-    return path_id(ckpt), None
-  root, step = checkpoints.locate(ckpt)
-  return path_id(root), step if step is not None else checkpoints.latest_step(ckpt)
 
 
 # ---- labels, batches, outputs ---------------------------------------------------------------
@@ -175,16 +148,6 @@ def rows_per_process(sharding, batch_size: int) -> int:
         f"config.mesh: the batch axes {BATCH_AXES} must split each batch evenly over the "
         f"{jax.process_count()} processes (this one holds {rows} of {batch_size} rows)")
   return rows
-
-
-def local_rows(x, sharding) -> np.ndarray:
-  """This process's rows of a batch-sharded array, in the order `global_batch` took them."""
-  if not x.sharding.is_equivalent_to(sharding, x.ndim):
-    x = jax.device_put(x, sharding)
-  blocks = {}
-  for shard in x.addressable_shards:
-    blocks.setdefault(shard.index[0].start or 0, shard.data)
-  return np.concatenate(jax.device_get([blocks[k] for k in sorted(blocks)]))
 
 
 def sample_into(store: SampleStore, pipe: Pipeline, labels: np.ndarray, seed: int,
@@ -223,10 +186,10 @@ def sample_into(store: SampleStore, pipe: Pipeline, labels: np.ndarray, seed: in
     cond = (Caption.create(batch["caption"], batch["caption_mask"]) if captions is not None
             else batch["label"])
     tokens = pipe.tokens(cond, sample_keys(seed_key, batch["index"]), settings, method)
-    return i, tokens, (pipe.images(tokens) if images else None)
+    return tokens, (pipe.images(tokens) if images else None)
 
-  def collect(result):
-    i, tokens, images = result
+  def collect(i, result):
+    tokens, images = result
     mine = indices[i * rows:(i + 1) * rows]
     count = int(np.sum(mine < n))
     if count:
@@ -235,18 +198,8 @@ def sample_into(store: SampleStore, pipe: Pipeline, labels: np.ndarray, seed: in
                   {"tokens": local_rows(tokens, sharding)[:count].reshape(count, *grid),
                  **({} if prompts is None else {"prompts": prompts[mine[:count]]})})
 
-  running = None
-  try:
-    for i in tqdm(range(num_batches), desc=f"sample {method}",
-                  disable=not progress or num_batches < 2):
-      current = dispatch(i)
-      if running is not None:
-        done, running = running, None
-        collect(done)
-      running = current
-  finally:
-    if running is not None:
-      collect(running)
+  pump(dispatch, tqdm(range(num_batches), desc=f"sample {method}",
+                      disable=not progress or num_batches < 2), collect, collect_on_error=True)
   return len(todo)
 
 
@@ -261,7 +214,7 @@ def image_shape(args, config, down: int) -> tuple[int, int]:
     if v < 1 or v % down:
       raise cli.UsageError(f"{flag} {v}: must be a positive multiple of the tokenizer's "
                            f"downsampling {down}")
-  trained = [tuple(b) for b in config.data.get("buckets", ())] or [(side, side)]
+  trained = [tuple(b) for b in config.data.buckets] or [(side, side)]
   near = lambda b: (abs(np.log((w / h) / (b[1] / b[0]))) < 0.2
                     and 0.5 < (h * w) / (b[0] * b[1]) < 2.0)
   if not any(near(b) for b in trained):
@@ -276,11 +229,9 @@ def settings_record(args, config, ar_config, method: str, labels: np.ndarray, ck
   """Everything that decides the samples (checked when a run resumes into the same folder);
   batch size and devices are left out, as they do not change a sample."""
   d = config.decode
-  record = {k: d[k] for k in ("steps", "schedule", "cfg_scale", "cfg_schedule", "temperature",
-                              "choice_temperature", "top_k", "top_p")}
+  record = {k: d[k] for k in sampling.FIELDS}
   if method == "hybrid":
-    record.update({k: d[k] for k in ("ar_tokens", "ar_cfg_scale", "ar_temperature",
-                                     "hybrid_schedule")})
+    record.update({k: d[k] for k in sampling.HYBRID_FIELDS})
   record.update(decode=method, cfg_convention="(1 + w) * cond - w * uncond",
                 cfg_scale_llamagen=1.0 + d.cfg_scale, seed=args.seed, num_samples=len(labels),
                 per_class=args.per_class, labels=None if args.per_class else labels.tolist(),
@@ -302,10 +253,6 @@ def _main(argv=None) -> int:
   if jax.process_index() == 0:
     cli.summary(f"sample: {summary} in {time.time() - start:.0f} s -> {args.out}")
   return 0
-
-
-def main(argv=None) -> int:
-  return cli.run(_main, argv)
 
 
 def prepare_out(out: pathlib.Path, overwrite: bool) -> None:
@@ -334,13 +281,13 @@ def prepare_out(out: pathlib.Path, overwrite: bool) -> None:
 
 def run(args, overrides, ar_overrides) -> str:
   config = resolve_config(args.config, args.ckpt, overrides)
-  for flag, field in DECODE_FLAGS.items():
-    if getattr(args, flag) is not None:
-      apply_override(config.decode, field, getattr(args, flag))
+  for field in DECODE_FIELDS:  # each has its flag (--cfg-scale sets cfg_scale)
+    if getattr(args, field) is not None:
+      apply_override(config.decode, field, getattr(args, field))
   DecodeSettings.from_config(config.decode)  # checked before anything is read
   check_seed(args.seed, "--seed")
   prompts = read_prompts(args.prompt, args.prompts)
-  check_condition(config.model.get("condition", "class"), prompts=bool(prompts),
+  check_condition(config.model.condition, prompts=bool(prompts),
                   labels=args.labels is not None or args.per_class is not None)
   labels = (np.zeros(len(prompts), np.int64) if prompts else
             parse_labels(args.labels, args.per_class, config.model.num_classes))
@@ -349,7 +296,7 @@ def run(args, overrides, ar_overrides) -> str:
     raise configlib.ConfigError("prompts need the text encoder: give --text-encoder DIR (a "
                                 "FLAN-T5 folder) or set config.text.encoder")
   mesh = make_mesh(config.mesh)
-  rules = make_rules(config.mesh.get("rules"))
+  rules = make_rules(config.mesh.rules)
   shards = batch_shards(mesh)
   if args.batch_size < 1:
     raise configlib.ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -418,5 +365,4 @@ def run(args, overrides, ar_overrides) -> str:
           f"now on {jax.device_count()} devices, {len(labels) - generated} stored before)")
 
 
-if __name__ == "__main__":
-  sys.exit(main())
+main = cli.entry(_main, __name__)  # last: run as a command, it runs here

@@ -28,10 +28,9 @@ import numpy as np
 
 from maskgil_jax import cli
 from maskgil_jax.configlib import ConfigError, TOKENIZER_PRESETS, tokenizer_config
-from maskgil_jax.checkpoints import load_tokenizer
+from maskgil_jax.loading import load_tokenizer
 from maskgil_jax.evaluation.image_sets import write_npz
-from maskgil_jax.evaluation.reconstruction import (psnr, read_images, reconstruct_all,  # noqa: F401
-                                                   to_pixels)
+from maskgil_jax.evaluation.reconstruction import psnr, read_images, reconstruct_all
 
 COMMANDS = ("reconstruct",)
 
@@ -149,9 +148,7 @@ def compare_parser() -> cli.Parser:
 def compare_main(argv) -> int:
   from maskgil_jax.evaluation import tokenizer_compare
   a = compare_parser().parse(argv)
-  for flag, value in (("--batch-size", a.batch_size), ("--figure-count", a.figure_count)):
-    if value < 1:
-      raise cli.UsageError(f"{flag} must be >= 1, got {value}")
+  cli.require_positive(("--batch-size", a.batch_size), ("--figure-count", a.figure_count))
   for flag, value in (("--limit", a.limit), ("--image-size", a.image_size)):
     if value < 0:
       raise cli.UsageError(f"{flag} must be >= 0, got {value}")
@@ -182,9 +179,4 @@ def _main(argv) -> int:
   return SUBCOMMANDS[argv[0]](argv[1:])
 
 
-def main(argv=None) -> int:
-  return cli.run(_main, argv)
-
-
-if __name__ == "__main__":
-  sys.exit(main())
+main = cli.entry(_main, __name__)  # last: run as a command, it runs here

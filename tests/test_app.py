@@ -120,6 +120,7 @@ def wait_until_served(proc, url: str, log: pathlib.Path, seconds: float = 240) -
   raise AssertionError(f"the app did not answer on {url} within {seconds} s")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))
 def test_the_page_in_headless_chromium(model_files, tmp_path):
   from playwright.sync_api import expect, sync_playwright

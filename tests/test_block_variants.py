@@ -1,4 +1,4 @@
-"""The paper block's ablations as named configs: `maskgil_b.py:no_qknorm` and `:prenorm`."""
+"""The paper block's ablations as named configs: `maskgil.py:B,no_qknorm` and `B,prenorm`."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,7 +23,7 @@ def param_shapes(model_cfg) -> dict:
 def b_trees():
   out = {}
   for variant in ("", "no_qknorm", "prenorm"):
-    spec = "configs/maskgil_b.py" + (f":{variant}" if variant else "")
+    spec = "configs/maskgil.py:B" + (f",{variant}" if variant else "")
     c = configlib.finalize(configlib.load_config(spec))
     out[variant] = (c, param_shapes(c.model))
   return out
@@ -50,7 +50,7 @@ def test_variants_build_and_change_what_they_say(b_trees):
 
 def test_unknown_variant_is_named():
   with pytest.raises(configlib.ConfigError, match="block variant 'postnorm' unknown"):
-    configlib.load_config("configs/maskgil_b.py:postnorm")
+    configlib.load_config("configs/maskgil.py:B,postnorm")
 
 
 @pytest.mark.parametrize("variant", ["", "no_qknorm", "prenorm"])

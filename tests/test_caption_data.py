@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskgil_jax import configlib, data, train
+from maskgil_jax import configlib, data
+from maskgil_jax.training import trainer
 from maskgil_jax.configlib import ConfigError
 from maskgil_jax.data import buckets, captions
 from maskgil_jax.data.sources import DataError
@@ -142,7 +143,7 @@ def test_class_models_train_on_two_buckets_with_one_compiled_step_each(tmp_path,
   c.model.codebook_size = c.tokenizer.codebook_size = 64  # the fixture tokenizer's
   c.tokenizer.ckpt = "tests/fixtures/llamagen_vq_tiny.safetensors"
   c.total_steps, c.log.every_steps, c.batch_size = 3, 1, 2
-  out = train.train(configlib.finalize(c), tmp_path / "run")
+  out = trainer.train(configlib.finalize(c), tmp_path / "run")
   assert out["stopped"] == "done" and np.isfinite(out["metrics"]["loss"])
   text = "".join(capsys.readouterr())
   assert "aspect buckets 8x8, 8x4" in text
@@ -154,7 +155,7 @@ def test_caption_models_train_on_two_buckets_with_one_compiled_step_each(tmp_pat
   c.model.codebook_size = c.tokenizer.codebook_size = 64  # the fixture tokenizer's
   c.tokenizer.ckpt = "tests/fixtures/llamagen_vq_tiny.safetensors"
   c.total_steps, c.log.every_steps = 3, 1
-  out = train.train(c, tmp_path)
+  out = trainer.train(c, tmp_path)
   assert out["stopped"] == "done" and np.isfinite(out["metrics"]["loss"])
   printed = capsys.readouterr()
   text = printed.out + printed.err
@@ -163,4 +164,4 @@ def test_caption_models_train_on_two_buckets_with_one_compiled_step_each(tmp_pat
   # a class source for a caption model is refused before anything is built
   c.data.name = "demo"
   with pytest.raises(ConfigError, match="config.data.name: a caption model trains on"):
-    train.train(c, tmp_path / "other")
+    trainer.train(c, tmp_path / "other")

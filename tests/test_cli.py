@@ -207,8 +207,8 @@ def test_overrides_take_both_spellings_and_config_names_resolve_anywhere(tmp_pat
   config = cli.load_config(a)
   assert config.model.dim == 64 and config.batch_size == 8
   monkeypatch.chdir(tmp_path)  # by name, and as configs/NAME.py, from another folder
-  assert config_load.load_config("maskgil_b").model.dim == 768
-  assert config_load.load_config("configs/maskgil_b.py").model.dim == 768
+  assert config_load.load_config("maskgil:B").model.dim == 768
+  assert config_load.load_config("configs/maskgil.py:B").model.dim == 768
 
 
 def test_paths_in_a_finalized_config_are_absolute(tmp_path, monkeypatch):

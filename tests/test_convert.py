@@ -14,7 +14,7 @@ import torch
 from flax import nnx
 
 from maskgil_jax.errors import UserError
-from maskgil_jax import checkpoints, convert
+from maskgil_jax import checkpoints, convert, loading
 from maskgil_jax.configlib import ConfigError
 from maskgil_jax.interop import gpt_names, names, torch_io
 from maskgil_jax.interop.torch_io import CheckpointError
@@ -69,7 +69,7 @@ def test_vq_checkpoint_is_a_tokenizer_that_load_tokenizer_restores(fixtures_dir,
   config = vq_fixture_config()
   convert.convert("vq16", fixtures_dir / "llamagen_vq_tiny.pt", config, tmp_path / "vq")
   assert checkpoints.restore_config(tmp_path / "vq").task == "tokenizer"
-  model = checkpoints.load_tokenizer(tmp_path / "vq", config.tokenizer)  # config.tokenizer.ckpt
+  model = loading.load_tokenizer(tmp_path / "vq", config.tokenizer)  # config.tokenizer.ckpt
   io = np.load(fixtures_dir / "llamagen_vq_tiny_io.npz")
   images = jnp.asarray(io["images"].transpose(0, 2, 3, 1))
   codes, decoded = jax_vq.reconstruct(model, images)

@@ -7,7 +7,7 @@ import pytest
 from maskgil_jax import configlib
 from maskgil_jax.decode import ar
 from maskgil_jax.decode.sampling import DecodeSettings
-from maskgil_jax.sample import load_generator
+from maskgil_jax.loading import load_generator
 
 
 @pytest.fixture(scope="module")

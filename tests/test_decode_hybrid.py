@@ -9,8 +9,8 @@ import pytest
 from maskgil_jax import configlib
 from maskgil_jax.decode import hybrid, schedules
 from maskgil_jax.decode.sampling import DecodeSettings
+from maskgil_jax.loading import abstract_generator, load_generator
 from maskgil_jax.models import layouts
-from maskgil_jax.sample import abstract_generator, load_generator
 
 
 def tiny(layout):

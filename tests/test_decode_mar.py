@@ -7,7 +7,7 @@ import pytest
 from maskgil_jax import configlib
 from maskgil_jax.decode import mar, schedules
 from maskgil_jax.decode.sampling import DecodeSettings
-from maskgil_jax.sample import abstract_generator, load_generator
+from maskgil_jax.loading import abstract_generator, load_generator
 
 LABELS = jnp.array([3, 7, 0, 9])
 

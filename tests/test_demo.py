@@ -2,9 +2,12 @@
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from maskgil_jax import checkpoints, demo
+
+pytestmark = pytest.mark.slow
 
 
 def test_short_demo_run_writes_grid_and_figures_and_resumes(tmp_path, capsys):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from maskgil_jax import demo_quality as dq
+from maskgil_jax.evaluation import demo_judge as dq
 from maskgil_jax.data.demo_set import demo_images
 from maskgil_jax.interop.torch_io import CheckpointError
 from maskgil_jax.models.demo_classifier import DemoClassifier

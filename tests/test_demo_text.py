@@ -2,10 +2,13 @@
 import json
 
 import numpy as np
+import pytest
 
 from maskgil_jax import checkpoints, demo
 from maskgil_jax.data import demo_captions
 from maskgil_jax.text.encoder import load_text_encoder
+
+pytestmark = pytest.mark.slow
 
 
 def test_short_text_demo_run(tmp_path, capsys):

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from maskgil_jax import evaluate
+from maskgil_jax.evaluation import evaluator
 from maskgil_jax.evaluation.stats_io import (SetStatistics, StatsFileError, read_statistics,
                                              write_statistics)
 from maskgil_jax.interop import torch_io
@@ -31,7 +32,7 @@ def stand_in_distance(mu1, sigma1, mu2, sigma2):
 
 @pytest.fixture(autouse=True)
 def cheap_fid(monkeypatch):
-  monkeypatch.setattr(evaluate, "frechet_distance", stand_in_distance)
+  monkeypatch.setattr(evaluator, "frechet_distance", stand_in_distance)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,7 @@ def first_run(tmp_path_factory, weights, image_sets):
   root = tmp_path_factory.mktemp("run")
   out, s_stats, r_stats = root / "r.json", root / "s.npz", root / "ref_stats.npz"
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(evaluate, "frechet_distance", stand_in_distance)
+    mp.setattr(evaluator, "frechet_distance", stand_in_distance)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
       run("--samples", samples, "--ref", ref, "--inception", weights, "--out", out,
@@ -215,7 +216,7 @@ def wide_run(tmp_path_factory, weights):
     Image.fromarray(im).save(ref / f"{i:03d}.png")
   out, s_stats = root / "r.json", root / "s.npz"
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(evaluate, "frechet_distance", stand_in_distance)
+    mp.setattr(evaluator, "frechet_distance", stand_in_distance)
     run("--samples", samples, "--ref", ref, "--inception", weights, "--out", out,
         "--save-samples-stats", s_stats, *COMMON)
   return json.loads(out.read_text()), samples, ref, s_stats

@@ -8,7 +8,7 @@ from maskgil_jax.configlib import base_config
 from maskgil_jax.data import code_shards
 from maskgil_jax.data.pipelines import make_pipeline
 from maskgil_jax.data.sources import DataError
-from maskgil_jax.checkpoints import load_tokenizer
+from maskgil_jax.loading import load_tokenizer
 from maskgil_jax.models.vq import encode
 
 SOLO = dict(process_index=0, process_count=1)

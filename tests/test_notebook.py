@@ -10,6 +10,8 @@ from conftest import REPO
 
 NOTEBOOK = REPO / "notebooks" / "quickstart.ipynb"
 
+pytestmark = pytest.mark.slow
+
 
 def test_notebook_in_git_has_no_outputs_and_hides_no_failures():
   nb = json.loads(NOTEBOOK.read_text())

@@ -14,7 +14,7 @@ from PIL import Image
 
 from maskgil_jax import checkpoints, configlib, sample
 from maskgil_jax.decode import generate_tokens, sample_grid
-from maskgil_jax.checkpoints import load_tokenizer
+from maskgil_jax.loading import load_generator, load_tokenizer
 from tiny_models import write_random_vq
 
 MASKGIL = ["--config", "tiny:maskgil_reference", "--decode", "mar", "--batch-size", "4"]
@@ -51,7 +51,7 @@ def test_mar_writes_images_tokens_and_settings_deterministically(fixtures_dir, t
 
   # the trainer's sample_grid, given samples 0..3's labels and keys, draws the same images
   config = configlib.finalize(configlib.load_config("tiny:maskgil_reference"))
-  model = sample.load_generator(ckpt, config.model)
+  model = load_generator(ckpt, config.model)
   vq = load_tokenizer(tokenizer_file, config.tokenizer)
   keys = sample.sample_keys(jax.random.PRNGKey(0), jnp.arange(4))  # samples 0..3 of seed 0
   grid = sample_grid(model, vq, jnp.arange(4), keys, config)

@@ -3,7 +3,8 @@ the set read back by `evaluate` at its shape."""
 import numpy as np
 from PIL import Image
 
-from maskgil_jax import evaluate, sample
+from maskgil_jax import sample
+from maskgil_jax.evaluation import evaluator
 
 from test_sample_cmd import tokenizer_file  # noqa: F401 (a fixture)
 
@@ -24,7 +25,7 @@ def test_prompts_at_a_non_square_shape(fixtures_dir, tokenizer_file, tmp_path, c
     assert f["prompts"].tolist() == ["a red bag", "two shoes on a table"]
     images = f["arr_0"]
   # evaluate takes the file as images (not statistics) of that shape, next to the extra members
-  read = evaluate.open_input(str(out / "samples.npz"), "samples")
+  read = evaluator.open_input(str(out / "samples.npz"), "samples")
   assert read.stats is None and read.images.image_shape == (6, 10, 3)
   np.testing.assert_array_equal(np.concatenate(list(read.images.batches(1))), images)
   grid = np.asarray(Image.open(out / "grid.png"))

@@ -118,9 +118,9 @@ def test_mismatched_kinds_are_refused(fixtures_dir, tmp_path):
     convert.convert("llamagen-c2i", fixtures_dir / FIXTURE, tiny("llamagen"), tmp_path / "a")
   with pytest.raises(ConfigError, match="config.model.condition: 'class', but a llamagen-t2i"):
     convert.convert("llamagen-t2i", fixtures_dir / FIXTURE, tiny("llamagen"), tmp_path / "b")
-  from maskgil_jax import train
+  from maskgil_jax.training import trainer
   with pytest.raises(ConfigError, match="config.data.name: a caption model trains on image-"):
-    train.check_config(tiny("maskgil_t2i"))
+    trainer.check_config(tiny("maskgil_t2i"))
   with pytest.raises(ConfigError, match="text.max_length: 60 differs"):
     configlib.finalize(configlib.load_config("tiny:llamagen_t2i", ["text.max_length=60"]))
 

@@ -71,7 +71,7 @@ def test_chameleon_variant_is_the_same_model_on_chameleons_8192_codes_at_512_px(
 
 
 def test_chameleon_variant_trains_through_the_same_trainer_at_tiny_size(tmp_path):
-  from maskgil_jax import train
+  from maskgil_jax.training import trainer
   c = configlib.load_config(f"{CONFIG}:chameleon", {
       "model.n_layer": "2", "model.n_head": "4", "model.n_kv_head": "4", "model.dim": "64",
       "model.caption_dim": "32",
@@ -83,5 +83,5 @@ def test_chameleon_variant_trains_through_the_same_trainer_at_tiny_size(tmp_path
   c.tokenizer = configlib.tokenizer_config("tiny_chameleon")  # the fixture's shapes
   c.tokenizer.ckpt = "tests/fixtures/chameleon_vqgan_tiny.safetensors"
   c.model.codebook_size = c.tokenizer.codebook_size
-  out = train.train(configlib.finalize(c), tmp_path / "run")
+  out = trainer.train(configlib.finalize(c), tmp_path / "run")
   assert out["stopped"] == "done" and np.isfinite(out["metrics"]["loss"])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from maskgil_jax import checkpoints, configlib, convert, export
+from maskgil_jax import configlib, convert, export, loading
 from maskgil_jax.cli import UsageError
 from maskgil_jax.configlib import ConfigError
 from maskgil_jax.interop import tokenizer_names, torch_io
@@ -36,7 +36,7 @@ def generator_config(preset: str):
 @pytest.mark.parametrize("stem", sorted(FAMILIES))
 def test_matches_the_reference_code(fixtures_dir, stem):
   weights, preset, _ = FAMILIES[stem]
-  model = checkpoints.load_tokenizer(fixtures_dir / weights, configlib.tokenizer_config(preset))
+  model = loading.load_tokenizer(fixtures_dir / weights, configlib.tokenizer_config(preset))
   io = np.load(fixtures_dir / f"{stem}_io.npz")
   x = jnp.asarray(io["images"].astype(np.float32) / 127.5 - 1.0)
   np.testing.assert_allclose(x, nhwc(io["x"]), atol=1e-6)
@@ -65,7 +65,7 @@ def test_lightning_loss_keys_are_dropped_and_a_missing_weight_is_named(fixtures_
   torch.save({"state_dict": {k: torch.from_numpy(np.asarray(v)) for k, v in broken.items()}},
              path)
   with pytest.raises(CheckpointError) as e:
-    checkpoints.load_tokenizer(path, configlib.tokenizer_config("tiny_taming"))
+    loading.load_tokenizer(path, configlib.tokenizer_config("tiny_taming"))
   assert "missing decoder.up.2.attn.1.q.weight [64, 64, 1, 1]" in str(e.value)
   assert "unexpected decoder.extra.weight" in str(e.value)
   assert "loss." not in str(e.value)
@@ -73,7 +73,7 @@ def test_lightning_loss_keys_are_dropped_and_a_missing_weight_is_named(fixtures_
 
 def test_a_file_of_another_family_is_named(fixtures_dir):
   with pytest.raises(CheckpointError, match="holds a magvit2 tokenizer.*'taming'"):
-    checkpoints.load_tokenizer(fixtures_dir / "open_magvit2_tiny.safetensors",
+    loading.load_tokenizer(fixtures_dir / "open_magvit2_tiny.safetensors",
                                configlib.tokenizer_config("tiny_taming"))
   with pytest.raises(ConfigError, match="config.tokenizer.kind"):
     state_dict, meta = torch_io.load_weights(fixtures_dir / "open_magvit2_tiny.safetensors")
@@ -92,9 +92,9 @@ def test_the_ema_copy_is_read_when_present_as_open_magvit2_does(fixtures_dir, tm
   torch.save({"state_dict": lightning, "global_step": 3}, path)
   config = configlib.tokenizer_config("tiny_magvit2")
   capsys.readouterr()
-  default = checkpoints.load_tokenizer(path, config)
+  default = loading.load_tokenizer(path, config)
   assert "magvit2.ckpt: loaded the EMA weights" in capsys.readouterr().err
-  raw = checkpoints.load_tokenizer(path, config, ema=False)
+  raw = loading.load_tokenizer(path, config, ema=False)
   assert "loaded the raw weights (the file also holds an EMA copy" in capsys.readouterr().err
   np.testing.assert_array_equal(default.decoder.conv_out.bias[...], np.full(3, 0.5, np.float32))
   np.testing.assert_array_equal(raw.decoder.conv_out.bias[...], sd["decoder.conv_out.bias"])
@@ -103,15 +103,15 @@ def test_the_ema_copy_is_read_when_present_as_open_magvit2_does(fixtures_dir, tm
   for flag, expected in ((None, 0.5), (False, sd["decoder.conv_out.bias"])):
     out = tmp_path / f"conv_{flag}"
     convert.convert("open-magvit2", path, gen, out, ema=flag)
-    got = checkpoints.load_tokenizer(out, config)
+    got = loading.load_tokenizer(out, config)
     np.testing.assert_array_equal(got.decoder.conv_out.bias[...],
                                   np.broadcast_to(expected, (3,)).astype(np.float32))
   # a file without an EMA copy loads its weights, and says so; insisting on EMA is refused
   plain = fixtures_dir / "open_magvit2_tiny.safetensors"
-  checkpoints.load_tokenizer(plain, config)
+  loading.load_tokenizer(plain, config)
   assert "loaded the raw weights (the file has no EMA copy)" in capsys.readouterr().err
   with pytest.raises(CheckpointError, match="has no EMA weights"):
-    checkpoints.load_tokenizer(plain, config, ema=True)
+    loading.load_tokenizer(plain, config, ema=True)
 
 
 def test_convert_ema_flag_on_the_command_line(fixtures_dir, tmp_path):
@@ -151,7 +151,7 @@ def test_convert_and_export_back_to_the_reference_layout(fixtures_dir, tmp_path,
   else:
     assert dropped == []
   # and read back by our own loader
-  again = checkpoints.load_tokenizer(out, configlib.tokenizer_config(preset))
+  again = loading.load_tokenizer(out, configlib.tokenizer_config(preset))
   first = next(iter(reference))
   np.testing.assert_array_equal(
       tokenizer_names.export_tokenizer_state_dict(again)[first], reference[first])

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from maskgil_jax import checkpoints, configlib
+from maskgil_jax import configlib, loading
 from maskgil_jax.data.demo_set import demo_images
 from maskgil_jax.models.vq import encode
 
@@ -25,19 +25,19 @@ def test_study_configs_take_their_vocabulary_from_the_tokenizer(study, codes, gr
 
 @pytest.mark.parametrize("preset", sorted(FAMILIES))
 def test_tiny_generator_trains_on_codes_of_each_family(fixtures_dir, preset):
-  """The trainer's own MAR step (train.generator_task) on codes the family's tokenizer made."""
-  from maskgil_jax import train
+  """The trainer's own MAR step (tasks.generator_task) on codes the family's tokenizer made."""
+  from maskgil_jax.training import tasks
   c = configlib.load_config("tiny")
   c.tokenizer = configlib.tokenizer_config(preset)
   c.model.codebook_size = c.tokenizer.codebook_size
   c.data.name, c.data.image_size = "codes", 32
   c = configlib.finalize(c)
   assert c.model.grid_size == 8  # 32 px through a factor-4 tokenizer
-  tokenizer = checkpoints.load_tokenizer(fixtures_dir / FAMILIES[preset], c.tokenizer)
+  tokenizer = loading.load_tokenizer(fixtures_dir / FAMILIES[preset], c.tokenizer)
   images, labels = demo_images("test", image_size=32)
   codes = np.asarray(encode(tokenizer, jax.numpy.asarray(images[:c.batch_size])))
   assert codes.shape == (c.batch_size, 8, 8) and codes.max() < c.tokenizer.codebook_size
-  task = train.generator_task(c, None)
+  task = tasks.generator_task(c, None)
   assert task.batch["codes"][0] == codes.shape
   state = task.init()
   assert state.params.output.weight.shape[-1] == c.tokenizer.codebook_size  # one logit per code

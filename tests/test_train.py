@@ -132,7 +132,7 @@ def codes_config(codes_dir, **overrides):
 
 
 def test_restart_continues_exactly(codes_dir, compile_cache, tmp_path):
-  from maskgil_jax.train import train
+  from maskgil_jax.training.trainer import train
   straight = train(codes_config(codes_dir), tmp_path / "straight")
   assert straight["step"] == 6 and straight["stopped"] == "done"
   train(codes_config(codes_dir, total_steps=3), tmp_path / "restarted")
@@ -147,7 +147,7 @@ def test_lost_data_position_counts_as_damage(codes_dir, compile_cache, tmp_path)
   """A newest step without its data position is not resumed with a restarted stream: the
   previous step is (and the run then equals the uninterrupted one), unless
   ckpt.restart_data says a restart is meant."""
-  from maskgil_jax.train import train
+  from maskgil_jax.training.trainer import train
   straight = tmp_path / "straight"
   train(codes_config(codes_dir), straight)
   for name, restart in (("fallback", False), ("restart", True)):
@@ -168,7 +168,7 @@ def test_lost_data_position_counts_as_damage(codes_dir, compile_cache, tmp_path)
 
 
 def test_sigterm_saves_and_stops(codes_dir, compile_cache, tmp_path):
-  from maskgil_jax.train import train
+  from maskgil_jax.training.trainer import train
   jsonl = tmp_path / "metrics.jsonl"
 
   def preempt_after_first_step():
@@ -188,7 +188,7 @@ def test_sigterm_saves_and_stops(codes_dir, compile_cache, tmp_path):
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(codes_dir, compile_cache,
                                                                    tmp_path):
-  from maskgil_jax.train import TrainingError, train
+  from maskgil_jax.training.trainer import TrainingError, train
   train(codes_config(codes_dir, total_steps=2), tmp_path / "run")
   # the data goes bad: codes beyond the embedding table make NaN embeddings (jnp.take fills)
   bad = write_codes(tmp_path / "bad_codes", np.full((40, 4, 4), 1000))
@@ -205,7 +205,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(codes_dir, com
 
 
 def test_memory_report_compiles_without_running(codes_dir, compile_cache, tmp_path, capsys):
-  from maskgil_jax.train import train
+  from maskgil_jax.training.trainer import train
   result = train(codes_config(codes_dir), tmp_path / "unused", memory_report=True)
   assert result["memory"]["arguments"] > 0 and result["memory"]["total"] > 0
   assert "train step memory per device" in capsys.readouterr().out
@@ -218,7 +218,7 @@ def test_memory_report_compiles_without_running(codes_dir, compile_cache, tmp_pa
 
 
 def test_bad_config_value_and_unwritable_workdir(codes_dir, tmp_path):
-  from maskgil_jax.train import TrainingError, train
+  from maskgil_jax.training.trainer import TrainingError, train
   with pytest.raises(ConfigError, match="config.optim.schedule: 'cosine'"):
     train(codes_config(codes_dir, **{"optim.schedule": "cosine"}), tmp_path)
   with pytest.raises(ConfigError, match="config.optim.grad_accum"):
@@ -238,7 +238,7 @@ def test_command_line_reports_bad_input_in_one_line(tmp_path):
 def test_logged_metrics_are_means_over_the_interval(codes_dir, compile_cache, tmp_path):
   """A log step every 2 steps records the mean of the per-step values it covers (the learning
   rate, instantaneous, is the logged step's own)."""
-  from maskgil_jax.train import train
+  from maskgil_jax.training.trainer import train
   train(codes_config(codes_dir, total_steps=4), tmp_path / "every")
   train(codes_config(codes_dir, total_steps=4, **{"log.every_steps": 2}), tmp_path / "pairs")
   every = {r["step"]: r for r in read_jsonl(tmp_path / "every" / "metrics.jsonl")}

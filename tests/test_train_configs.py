@@ -10,19 +10,21 @@ from maskgil_jax.models.transformer import Transformer, num_params
 from maskgil_jax.training import flops
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
-FILES = {"maskgil_b": "B", "maskgil_l": "L", "maskgil_xl": "XL", "maskgil_1b": "XXL",
-         "llamagen_b": "B", "llamagen_l": "L", "llamagen_xl": "XL", "llamagen_xxl": "XXL"}
+# experiment (file:size) -> the model size it trains
+FILES = {"maskgil.py:B": "B", "maskgil.py:L": "L", "maskgil.py:XL": "XL", "maskgil.py:XXL": "XXL",
+         "maskgil_1b.py": "XXL", "llamagen.py:B": "B", "llamagen.py:L": "L",
+         "llamagen.py:XL": "XL", "llamagen.py:XXL": "XXL"}
 
 
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_experiment_files_follow_their_recipe(name):
-  c = configlib.finalize(configlib.load_config(str(CONFIGS / f"{name}.py")))
+  c = configlib.finalize(configlib.load_config(str(CONFIGS / name)))
   size = FILES[name]
   assert c.model.size == size and c.model.dtype == "bfloat16" and c.model.param_dtype == "float32"
   assert c.model.grid_size == 16 and c.model.codebook_size == 16384
   assert (c.mesh.data, c.mesh.fsdp) == ((1, -1) if size in ("XL", "XXL") else (-1, 1))
   assert c.total_steps == recipes.steps_for_epochs(300, c.batch_size)
-  assert "python -m maskgil_jax.train" in (CONFIGS / f"{name}.py").read_text()
+  assert "python -m maskgil_jax.train" in (CONFIGS / name.partition(":")[0]).read_text()
   o = c.optim
   if name.startswith("maskgil"):
     assert c.model.layout == "maskgil" and c.objective.name == "mar"
@@ -39,14 +41,14 @@ def test_experiment_files_follow_their_recipe(name):
 
 
 def test_flops_count_every_matmul_and_full_bidirectional_attention():
-  c = configlib.finalize(configlib.load_config(str(CONFIGS / "maskgil_b.py")))
+  c = configlib.finalize(configlib.load_config(str(CONFIGS / "maskgil.py:B")))
   per_layer = 768 * 3 * 768 + 768 * 768 + 3 * 768 * 2048  # wqkv, wo, w1 w3 w2 (hidden 2048)
   matmul_params = 12 * per_layer + 768 * 16384  # + output head
   s = 257  # class token + 256 image tokens
   forward = 2 * s * matmul_params + 4 * s * s * 768 * 12
   assert flops.generator_step_flops(c) == pytest.approx(3 * 256 * forward)
   # the AR pass: 256 positions (prefix + 255 teacher-forced tokens), attention halved
-  ar = configlib.finalize(configlib.load_config(str(CONFIGS / "llamagen_b.py")))
+  ar = configlib.finalize(configlib.load_config(str(CONFIGS / "llamagen.py:B")))
   forward_ar = 2 * 256 * matmul_params + 0.5 * 4 * 256 * 256 * 768 * 12
   assert flops.generator_step_flops(ar) == pytest.approx(3 * 256 * forward_ar)
   # cross-check the matmul parameters against the real model (embedding tables excluded)

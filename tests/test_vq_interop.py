@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from maskgil_jax import checkpoints
+from maskgil_jax import loading
 from maskgil_jax.configlib import tokenizer_config
 from maskgil_jax.interop import vq_names
 from maskgil_jax.interop.names import expected_torch_shapes
@@ -26,7 +26,7 @@ def io(fixtures_dir):
 
 @pytest.fixture(scope="module")
 def tiny(fixtures_dir):
-  return checkpoints.load_tokenizer(fixtures_dir / "llamagen_vq_tiny.pt", TINY)
+  return loading.load_tokenizer(fixtures_dir / "llamagen_vq_tiny.pt", TINY)
 
 
 def test_fixture_parity(tiny, io):
@@ -40,7 +40,7 @@ def test_fixture_parity(tiny, io):
 
 
 def test_safetensors_gives_the_same_model(tiny, fixtures_dir):
-  other = checkpoints.load_tokenizer(fixtures_dir / "llamagen_vq_tiny.safetensors", TINY)
+  other = loading.load_tokenizer(fixtures_dir / "llamagen_vq_tiny.safetensors", TINY)
   for a, b in zip(jax.tree.leaves(tiny), jax.tree.leaves(other)):
     np.testing.assert_array_equal(a, b)
 
@@ -77,12 +77,12 @@ def test_truncated_files_are_refused(fixtures_dir, tmp_path):
     cut = tmp_path / name
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match=str(cut)):
-      checkpoints.load_tokenizer(cut, TINY)
+      loading.load_tokenizer(cut, TINY)
 
 
 def test_wrong_kind_of_checkpoint(fixtures_dir):
   with pytest.raises(CheckpointError, match="not a VQ tokenizer checkpoint"):
-    checkpoints.load_tokenizer(fixtures_dir / "llamagen_gpt_tiny.pt", TINY)
+    loading.load_tokenizer(fixtures_dir / "llamagen_gpt_tiny.pt", TINY)
 
 
 def test_shape_and_key_mismatches_are_named(fixtures_dir, tmp_path):
@@ -90,26 +90,26 @@ def test_shape_and_key_mismatches_are_named(fixtures_dir, tmp_path):
   bigger.codebook_size = 128
   with pytest.raises(CheckpointError, match=r"mis-shaped quantize.embedding.weight: "
                                             r"file \[64, 4\], expected \[128, 4\]"):
-    checkpoints.load_tokenizer(fixtures_dir / "llamagen_vq_tiny.safetensors", bigger)
+    loading.load_tokenizer(fixtures_dir / "llamagen_vq_tiny.safetensors", bigger)
   sd = load_state_dict(fixtures_dir / "llamagen_vq_tiny.pt")
   del sd["decoder.conv_out.bias"], sd[vq_names.BUFFER_KEY]
   sd["extra.weight"] = np.zeros(3, np.float32)
   save_state_dict(sd, tmp_path / "edited.safetensors")
   with pytest.raises(CheckpointError) as e:
-    checkpoints.load_tokenizer(tmp_path / "edited.safetensors", TINY)
+    loading.load_tokenizer(tmp_path / "edited.safetensors", TINY)
   for part in ("missing decoder.conv_out.bias [3]", "unexpected extra.weight [3]",
                f"missing {vq_names.BUFFER_KEY} [65536]"):
     assert part in str(e.value)
   lfq = tokenizer_config("tiny_lfq")  # no codebook, 6 latent channels
   with pytest.raises(CheckpointError, match="unexpected quantize.embedding.weight"):
-    checkpoints.load_tokenizer(fixtures_dir / "llamagen_vq_tiny.pt", lfq)
+    loading.load_tokenizer(fixtures_dir / "llamagen_vq_tiny.pt", lfq)
 
 
 def test_missing_paths_and_directories(tmp_path):
   with pytest.raises(CheckpointError, match="no such file"):
-    checkpoints.load_tokenizer(tmp_path / "absent.pt", TINY)
+    loading.load_tokenizer(tmp_path / "absent.pt", TINY)
   with pytest.raises(CheckpointError):  # an empty folder holds no orbax tokenizer checkpoint
-    checkpoints.load_tokenizer(tmp_path, TINY)
+    loading.load_tokenizer(tmp_path, TINY)
 
 
 def test_usage_buffer_round_trips(fixtures_dir):

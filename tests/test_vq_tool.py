@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskgil_jax import checkpoints
+from maskgil_jax import loading
 from maskgil_jax.configlib import ConfigError, tokenizer_config
 from maskgil_jax.data.preprocess import to_model_range
 from maskgil_jax.interop.torch_io import CheckpointError
 from maskgil_jax.models import vq
-from maskgil_jax.vq import reconstruct_command, to_pixels
+from maskgil_jax.evaluation.reconstruction import to_pixels
+from maskgil_jax.vq import reconstruct_command
 from conftest import REPO
 
 TINY = tokenizer_config("tiny")
@@ -30,7 +31,7 @@ def test_npz_in_codes_and_pixels_out(fixtures_dir, pixels, tmp_path):
   s = reconstruct_command(str(fixtures_dir / "llamagen_vq_tiny.pt"), str(tmp_path / "in.npz"),
                           str(tmp_path / "out.npz"), TINY, batch_size=2, progress=False)
   out = np.load(tmp_path / "out.npz")
-  model = checkpoints.load_tokenizer(fixtures_dir / "llamagen_vq_tiny.pt", TINY)
+  model = loading.load_tokenizer(fixtures_dir / "llamagen_vq_tiny.pt", TINY)
   codes, recon = vq.reconstruct(model, to_model_range(pixels))
   np.testing.assert_array_equal(out["indices"], codes)
   np.testing.assert_array_equal(out["reconstructions"], to_pixels(np.asarray(recon)))

@@ -1,9 +1,13 @@
-"""Checks every config field and computes the derived values, before anything is built.
+"""Fills, checks and derives every config field, before anything is built.
 
-A bad value fails here with the dotted name of the field, not later inside a jitted function.
+A field a config lacks (one stored before the field existed) is filled from the presets of
+the same size, layout and tokenizer (`fill_defaults`), so code past `finalize` reads every
+field directly, with no default of its own. A bad value fails here with the dotted name of the
+field, not later inside a jitted function.
 """
 from __future__ import annotations
 
+import copy
 import os
 
 import ml_collections
@@ -98,8 +102,9 @@ def check_same_block(stored_model, model, source: str) -> None:
   """ConfigError unless `model` (config.model) computes the block `stored_model` (the model
   section stored with a checkpoint, `source`) was trained as."""
   for f in BLOCK_FIELDS:
-    if f in stored_model and f in model and stored_model[f] != model[f]:
-      raise ConfigError(f"config.model.{f}: {model[f]!r}, but {source} holds a model trained "
+    ours = getattr(model, f) if hasattr(model, f) else model.get(f)  # a ModelSpec or a config
+    if f in stored_model and ours is not None and stored_model[f] != ours:
+      raise ConfigError(f"config.model.{f}: {ours!r}, but {source} holds a model trained "
                         f"with {stored_model[f]!r} (omit --config to use the checkpoint's own)")
 
 
@@ -155,9 +160,42 @@ def check_joint(c) -> None:
              "least one")
 
 
+def defaults_of(c) -> ml_collections.ConfigDict:
+  """The base tree of the presets `c` names (model size and layout, tokenizer preset)."""
+  from maskgil_jax.configlib.base import base_config
+  from maskgil_jax.configlib.model import MODEL_SIZES
+  from maskgil_jax.configlib.tokenizer import TOKENIZER_PRESETS
+  model, tok = c.get("model", {}), c.get("tokenizer", {})
+  size = model.get("size") if model.get("size") in MODEL_SIZES else "B"
+  layout = model.get("layout") if model.get("layout") in LAYOUTS else "maskgil"
+  preset = tok.get("preset") if tok.get("preset") in TOKENIZER_PRESETS else "vq16"
+  return base_config(size, layout, preset)
+
+
+def _fill(node: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict,
+          top: bool) -> None:
+  for key in defaults.keys():
+    value = defaults[key]
+    if key not in node:
+      if not (top and isinstance(value, ml_collections.ConfigDict)):  # sections stay absent
+        node[key] = copy.deepcopy(value)
+    elif isinstance(value, ml_collections.ConfigDict) and isinstance(node[key],
+                                                                     ml_collections.ConfigDict):
+      _fill(node[key], value, False)
+
+
+def fill_defaults(c: ml_collections.ConfigDict) -> None:
+  """Every field missing from the sections `c` has (and every top-level value) set, in place,
+  to the presets' value; a section `c` lacks stays absent."""
+  _fill(c, defaults_of(c), True)
+
+
 def finalize(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A checked copy of `config` with derived values filled in and local paths made absolute."""
+  """A checked copy of `config`: missing fields filled from the presets, derived values
+  computed, local paths made absolute."""
   c = config.copy_and_resolve_references()
+  with c.unlocked():
+    fill_defaults(c)
   absolute_paths(c)
   if "tokenizer" in c and "data" in c:
     t = c.tokenizer

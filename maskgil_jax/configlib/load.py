@@ -15,15 +15,18 @@ REPO_CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
 
 
 def shipped_configs() -> pathlib.Path:
-  """The folder of the experiment files: the installed `maskgil_jax.configs` package (any
-  install), else the checkout's `configs/`."""
+  """The folder of the experiment files: the `configs/` of the checkout this package is
+  imported from, else the installed `maskgil_jax.configs` package (an editable install of
+  another checkout maps that package to its own folder, whose files may differ)."""
+  if REPO_CONFIGS.is_dir():
+    return REPO_CONFIGS
   try:
     folder = pathlib.Path(str(importlib.resources.files("maskgil_jax.configs")))
     if folder.is_dir():
       return folder
   except (ModuleNotFoundError, TypeError):
     pass
-  return REPO_CONFIGS
+  return REPO_CONFIGS  # reported as missing by the caller
 
 
 def shipped_config_names() -> list[str]:

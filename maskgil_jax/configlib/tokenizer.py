@@ -8,6 +8,8 @@ defaults are LlamaGen's `vq_train.py`, docs/reference.md section 5).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
 
 TOKENIZER_PRESETS = {
@@ -53,6 +55,26 @@ TOKENIZER_PRESETS = {
                          dec_res_blocks=1, z_channels=10, codebook_size=1024, codebook_dim=10,
                          l2_norm=False, entropy_loss=0.1),
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class Release:
+  """A released tokenizer and every name it goes by, in one row."""
+  study: str  # configs/tokenizer_study.py:GENERATOR,<study>
+  preset: str  # the config.tokenizer preset of its network (TOKENIZER_PRESETS)
+  kind: str  # config.tokenizer.kind of that network
+  keys: str  # the key family of its files (interop/tokenizer_names: llamagen, taming, magvit2)
+  convert: str  # `python -m maskgil_jax.convert --kind`
+  export: str  # `python -m maskgil_jax.export --layout`
+
+
+# the one table of tokenizer family names (configs, convert, export and the study read it)
+RELEASES = (
+    Release("vq16", "vq16", "vq", "llamagen", "vq16", "llamagen"),
+    Release("maskgit", "maskgit_vqgan", "taming", "taming", "taming-vqgan", "taming"),
+    Release("chameleon", "chameleon_vqgan", "taming", "taming", "chameleon-vqgan", "taming"),
+    Release("magvit2", "open_magvit2", "magvit2", "magvit2", "open-magvit2", "open-magvit2"),
+)
 
 
 def tokenizer_loss_config() -> ml_collections.ConfigDict:

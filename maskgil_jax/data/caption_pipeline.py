@@ -6,7 +6,7 @@ for the frozen T5 or pre-extracted features.
      'text_ids': int32 [B, P], 'text_mask': int32 [B, P]}      (T5 encodes them in the step)
      or 'caption': float32 [B, P, C], 'caption_mask': bool [B, P]   (data.text_features)
 
-The graph per bucket is the class pipeline's (`pipelines.process_batches`): the bucket's
+The graph per bucket is the class pipeline's (`buckets.process_batches`): the bucket's
 records -> shuffle -> repeat -> per example: read, fit to the bucket, flip, draw a caption ->
 unreadable ones replaced (counted) -> this process's rows of each global batch -> batch; then
 the buckets' global batches are interleaved (`buckets.py`, grain's `MapDataset.mix`: global
@@ -70,7 +70,6 @@ def caption_dataset(source, data, text_cfg, batch_size: int, seed: int, process_
                     process_count: int, shuffle: bool, num_epochs) -> grain.MapDataset:
   """The per-bucket global batches, interleaved (module doc); `source` is opened already.
   Element k: this process's rows of global batch k."""
-  from maskgil_jax.data.pipelines import bucket_batches
   buckets = buckets_lib.as_buckets(data.get("buckets") or [(data.image_size, data.image_size)])
   if data.ten_crop:
     raise DataError("data.ten_crop: caption pipelines cut one bucket-shaped view (set False)")
@@ -88,7 +87,7 @@ def caption_dataset(source, data, text_cfg, batch_size: int, seed: int, process_
   elif not text_cfg.encoder:
     raise DataError("text.encoder: caption data needs the T5 folder to tokenize captions (or "
                     "pre-extracted features in data.text_features)")
-  return bucket_batches(source, buckets,
+  return buckets_lib.bucket_batches(source, buckets,
                         lambda size: CaptionExample(source, data, size, text_cfg, features),
                         seed, batch_size, process_index, process_count, shuffle, num_epochs,
                         data.name)

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from maskgil_jax import files
 from maskgil_jax.data.preprocess import UnreadableImage
 from maskgil_jax.data.sources import DataError
 
@@ -88,9 +89,7 @@ def write_meta(folder: str | os.PathLike, meta: CodesMeta) -> None:
       raise DataError(f"{folder} holds codes made with other settings:\n  there: {existing}\n"
                       f"  now:   {meta}\nuse another --out folder or the same settings")
     return
-  tmp = folder / f"{META_FILE}.{os.getpid()}.tmp"  # several processes may write it at once
-  tmp.write_text(meta.to_json())
-  os.replace(tmp, folder / META_FILE)
+  files.write_text(folder / META_FILE, meta.to_json(), per_process=True)  # any process may
 
 
 def encode_record(index: int, label: int, codes: np.ndarray, meta: CodesMeta) -> bytes:
@@ -123,16 +122,15 @@ def write_shard(folder: str | os.PathLike, start: int, stop: int, records: Itera
   """Writes the records of source range [start, stop) atomically; returns how many."""
   from array_record.python.array_record_module import ArrayRecordWriter
   final = pathlib.Path(folder) / shard_name(start, stop)
-  tmp = final.with_name(final.name + ".tmp")
-  writer = ArrayRecordWriter(str(tmp), "group_size:1")
   count = 0
-  try:
-    for r in records:
-      writer.write(r)
-      count += 1
-  finally:
-    writer.close()
-  os.replace(tmp, final)
+  with files.atomic_path(final) as tmp:
+    writer = ArrayRecordWriter(str(tmp), "group_size:1")
+    try:
+      for r in records:
+        writer.write(r)
+        count += 1
+    finally:
+      writer.close()
   return count
 
 

@@ -17,6 +17,8 @@ from maskgil_jax.data import preprocess
 DEMO_FILE = pathlib.Path(__file__).resolve().parent / "demo" / "fashion_mnist_subset.npz"
 DEMO_SPLITS = ("train", "test")  # 'test' is the held-out set
 DEMO_IMAGE_SIZE = 28
+# where `python -m maskgil_jax.demo` works by default; the web demo serves DEMO_WORKDIR/generator
+DEMO_WORKDIR = "out/demo"
 
 
 @functools.cache

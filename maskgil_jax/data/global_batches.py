@@ -12,11 +12,14 @@ exactly on any number of processes and any number of reader threads or worker pr
 """
 from __future__ import annotations
 
+import json
+import logging
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import grain
+import jax
 
 from maskgil_jax.data.unreadable import UNREADABLE_KEY
 
@@ -90,3 +93,45 @@ class GlobalBatchIterator(grain.DatasetIterator):
 
   def __str__(self) -> str:
     return f"GlobalBatchIterator(at global batch {self._taken})"
+
+
+# ---- the position saved with a checkpoint ---------------------------------------------------
+class MissingDataPosition(FileNotFoundError):
+  """A step without this process's data position: damage unless a restart is asked for."""
+
+
+def saved_position(folder, restart_data: bool) -> dict | None:
+  """This process's saved data position (the data iterator's state) in a checkpoint step's
+  `data_iter` folder (one `process_<i>-of-<n>.json` per process, as grain writes them).
+
+  The position is the global batch the stream stands at (data/global_batches.py), the same in
+  every process's file, so a step saved by another number of processes is read from its files
+  (process 0 takes over the sum of their unreadable-image counts). A step without any position
+  file is unusable (`MissingDataPosition`, so the previous step is tried like for any damaged
+  one): resuming parameters with a restarted stream would silently train on other data than
+  the uninterrupted run. With `restart_data` (a deliberate choice) a missing position starts
+  the stream from its beginning instead, with a warning, and None is returned.
+  """
+  from maskgil_jax import cli
+  name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+  if (folder / name).exists():
+    return json.loads((folder / name).read_text())
+  saved = sorted(folder.glob("process_*-of-*.json")) if folder.exists() else []
+  if saved:
+    states = [json.loads(p.read_text()) for p in saved]
+    positions = {s.get(POSITION_KEY) for s in states}
+    if len(positions) != 1 or None in positions:
+      raise MissingDataPosition(f"the data positions in {folder} disagree or are not global "
+                                f"batch counts ({sorted(map(str, positions))})")
+    position = positions.pop()
+    total = sum(int(s.get(UNREADABLE_KEY, 0)) for s in states)
+    cli.notice("data position of another number of processes (%s): global batch %d",
+               saved[0].name.split("-of-")[1].removesuffix(".json"), position)
+    return {POSITION_KEY: position, UNREADABLE_KEY: total if jax.process_index() == 0 else 0}
+  if restart_data:
+    logging.warning("%s holds no data position %s; config.ckpt.restart_data: the data "
+                    "stream starts from its beginning", folder.parent, name)
+    return None
+  raise MissingDataPosition(
+      "no data position in data_iter/ (lost or deleted); "
+      "set config.ckpt.restart_data=True to resume with the data stream restarted")

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
 
 import numpy as np
 
+from maskgil_jax import files
 from maskgil_jax.data.sources import DataError
 
 META_FILE = "text_features.json"
@@ -47,9 +47,7 @@ def source_id(data) -> str:
 def write_meta(folder, meta: FeaturesMeta) -> None:
   folder = pathlib.Path(folder)
   folder.mkdir(parents=True, exist_ok=True)
-  tmp = folder / f".{META_FILE}.tmp"
-  tmp.write_text(json.dumps(dataclasses.asdict(meta), indent=1))
-  tmp.replace(folder / META_FILE)
+  files.write_text(folder / META_FILE, json.dumps(dataclasses.asdict(meta), indent=1))
 
 
 def read_meta(folder) -> FeaturesMeta:
@@ -81,10 +79,8 @@ def write_shard(folder, start: int, stop: int, entries) -> None:
   for path, array in ((features_path, np.concatenate(feats) if feats else np.zeros((0, width),
                                                                                    np.float32)),
                       (index_path, np.array(index, np.int64).reshape(-1, 4))):
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-      np.save(f, array)
-    os.replace(tmp, path)  # the index goes last: its presence marks the shard complete
+    with files.atomic_path(path) as tmp, open(tmp, "wb") as f:
+      np.save(f, array)  # the index goes last: its presence marks the shard complete
 
 
 def check_array(path: pathlib.Path, dtype, shape: tuple) -> None:

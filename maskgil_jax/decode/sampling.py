@@ -34,6 +34,10 @@ CFG_SCHEDULES = ("linear", "constant")
 # schedule from its first step, each step capped by what is left (the reference code's way);
 # 'tail': the full-grid schedule, its steps that AR's tokens cover skipped (decode/hybrid.py)
 HYBRID_SCHEDULES = ("spread", "head", "tail")
+# the config.decode fields a DecodeSettings is made of: every decoder's, then the hybrid's own
+FIELDS = ("steps", "schedule", "cfg_scale", "cfg_schedule", "temperature", "choice_temperature",
+          "top_k", "top_p")
+HYBRID_FIELDS = ("ar_tokens", "ar_cfg_scale", "ar_temperature", "hybrid_schedule")
 
 
 def _finite(x) -> bool:
@@ -114,13 +118,7 @@ class DecodeSettings:
   @classmethod
   def from_config(cls, decode_cfg) -> "DecodeSettings":
     """Settings from `config.decode`."""
-    d = decode_cfg
-    return cls.create(cfg_scale=d.cfg_scale, temperature=d.temperature,
-                      choice_temperature=d.choice_temperature, top_k=d.top_k, top_p=d.top_p,
-                      steps=d.steps, schedule=d.schedule, cfg_schedule=d.cfg_schedule,
-                      ar_tokens=d.ar_tokens, ar_cfg_scale=d.get("ar_cfg_scale", 1.0),
-                      ar_temperature=d.get("ar_temperature", 1.0),
-                      hybrid_schedule=d.get("hybrid_schedule", "spread"))
+    return cls.create(**{f: decode_cfg[f] for f in FIELDS + HYBRID_FIELDS})
 
 
 # ---- classifier-free guidance by batch doubling ---------------------------------------------

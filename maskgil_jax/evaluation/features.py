@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from maskgil_jax.evaluation.image_sets import ImageSetError
 from maskgil_jax.models.inception import FIDInceptionV3
+from maskgil_jax.parallel.pump import padded, process_rows, pump
 
 DATA_AXIS = "data"
 
@@ -48,17 +49,6 @@ def _forward(model: FIDInceptionV3, images, *, preprocessing: str):
   return out.pool3, out.spatial
 
 
-def _local_rows(sharding: NamedSharding, shape: tuple[int, ...]) -> slice:
-  """The rows of a global batch that this process's devices hold (one contiguous range)."""
-  spans = sorted({(s[0].start or 0, s[0].stop or shape[0])
-                  for s in sharding.addressable_devices_indices_map(shape).values()})
-  for (_, stop), (start, _) in zip(spans, spans[1:]):
-    if stop != start:
-      raise ValueError("this process's devices hold non-contiguous rows of the batch; "
-                       "order the mesh devices by process")
-  return slice(spans[0][0], spans[-1][1])
-
-
 def compute_features(model: FIDInceptionV3, batches: Iterable[np.ndarray], num_images: int, *,
                      batch_size: int, mesh: Mesh | None = None, preprocessing: str = "tf1",
                      desc: str = "inception") -> Features:
@@ -71,26 +61,24 @@ def compute_features(model: FIDInceptionV3, batches: Iterable[np.ndarray], num_i
   replicated = NamedSharding(mesh, P())
   sharded = NamedSharding(mesh, P(DATA_AXIS))
   model = jax.device_put(model, replicated)
-  outputs, pending = [], None
+  outputs = []
   seen = 0
+
+  def dispatch(batch):
+    nonlocal seen
+    seen += len(batch)
+    shape = (gbs, *batch.shape[1:])
+    images = jax.make_array_from_process_local_data(
+        sharded, padded(batch, gbs)[process_rows(sharded, shape)], shape)
+    return _forward(model, images, preprocessing=preprocessing)
+
   with tqdm(total=num_images, desc=desc, unit="img",
             disable=jax.process_index() != 0) as bar:
-    for batch in _regrouped(batches, gbs):
-      n = batch.shape[0]
-      shape = (gbs, *batch.shape[1:])
-      if n < gbs:
-        batch = np.concatenate([batch, np.zeros((gbs - n, *batch.shape[1:]), batch.dtype)])
-      images = jax.make_array_from_process_local_data(
-          sharded, batch[_local_rows(sharded, shape)], shape)
-      out = _forward(model, images, preprocessing=preprocessing)
-      if pending is not None:
-        outputs.append(_fetch(*pending))
-        bar.update(pending[1])
-      pending = (out, n)
-      seen += n
-    if pending is not None:
-      outputs.append(_fetch(*pending))
-      bar.update(pending[1])
+    def collect(batch, out):
+      outputs.append(_fetch(out, len(batch)))
+      bar.update(len(batch))
+
+    pump(dispatch, _regrouped(batches, gbs), collect)
   if seen == 0:
     raise ImageSetError(f"{desc}: the image set is empty")
   if seen != num_images:

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 from PIL import Image
 
+from maskgil_jax import files
 from maskgil_jax.errors import UserError
 from maskgil_jax.evaluation import minmax
 
@@ -136,19 +137,14 @@ def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
 
   Arrays may be memory-mapped: only one chunk is in memory at once.
   """
-  path = pathlib.Path(path)
-  tmp = path.with_name(f".{path.name}.tmp")
-  try:
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
-      for name, array in arrays.items():
-        with z.open(f"{name}.npy", "w", force_zip64=True) as f:
-          np.lib.format.write_array_header_1_0(f, {
-              "descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False,
-              "shape": tuple(array.shape)})
-          if array.ndim == 0:
-            f.write(np.ascontiguousarray(array).tobytes())
-          for start in range(0, array.shape[0] if array.ndim else 0, chunk_rows):
-            f.write(np.ascontiguousarray(array[start:start + chunk_rows]).tobytes())
-    os.replace(tmp, path)
-  finally:
-    tmp.unlink(missing_ok=True)
+  with files.atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED,
+                                                         allowZip64=True) as z:
+    for name, array in arrays.items():
+      with z.open(f"{name}.npy", "w", force_zip64=True) as f:
+        np.lib.format.write_array_header_1_0(f, {
+            "descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False,
+            "shape": tuple(array.shape)})
+        if array.ndim == 0:
+          f.write(np.ascontiguousarray(array).tobytes())
+        for start in range(0, array.shape[0] if array.ndim else 0, chunk_rows):
+          f.write(np.ascontiguousarray(array[start:start + chunk_rows]).tobytes())

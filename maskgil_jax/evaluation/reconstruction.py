@@ -18,6 +18,7 @@ from maskgil_jax.configlib import ConfigError
 from maskgil_jax.data.preprocess import UnreadableImage, center_crop, decode_image, to_model_range
 from maskgil_jax.data.sources import IMAGE_EXTENSIONS
 from maskgil_jax.models.vq import VQModel, reconstruct
+from maskgil_jax.parallel.pump import padded, pump, slices
 
 
 def read_images(path: str | os.PathLike, image_size: int = 0) -> tuple[np.ndarray, list[str]]:
@@ -78,20 +79,21 @@ def reconstruct_all(model: VQModel, images: np.ndarray, batch_size: int,
   The next batch is dispatched before the previous one is copied back, so the device does not
   wait for the host.
   """
-  n = len(images)
-  padded = -(-n // batch_size) * batch_size
-  if padded != n:
-    images = np.concatenate([images, np.repeat(images[-1:], padded - n, axis=0)])
-  codes, recons, pending = [], [], None
-  for start in tqdm(range(0, padded, batch_size), disable=not progress, desc="reconstruct"):
-    result = reconstruct(model, to_model_range(images[start:start + batch_size]))
-    if pending is not None:
-      codes.append(np.asarray(pending[0]))
-      recons.append(to_pixels(np.asarray(pending[1])))
-    pending = result
-  codes.append(np.asarray(pending[0]))
-  recons.append(to_pixels(np.asarray(pending[1])))
-  return np.concatenate(codes)[:n], np.concatenate(recons)[:n]
+  codes, recons = [], []
+
+  def dispatch(part):
+    start, _ = part
+    return reconstruct(model, to_model_range(padded(images[start:start + batch_size], batch_size,
+                                                    "edge")))
+
+  def collect(part, result):
+    count = part[1]
+    codes.append(np.asarray(result[0])[:count])
+    recons.append(to_pixels(np.asarray(result[1])[:count]))
+
+  pump(dispatch, tqdm(slices(len(images), batch_size), disable=not progress, desc="reconstruct"),
+       collect)
+  return np.concatenate(codes), np.concatenate(recons)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:

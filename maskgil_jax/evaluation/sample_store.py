@@ -35,6 +35,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from maskgil_jax import files
 from maskgil_jax.errors import UserError
 from maskgil_jax.evaluation.image_sets import IMAGES_KEY, write_npz
 
@@ -46,12 +47,6 @@ _RESERVED = ("indices", "images", "labels", "settings", IMAGES_KEY)
 
 class SampleStoreError(UserError):
   """A sample folder that does not fit the request: other settings, bad shard, bad write."""
-
-
-def _write_text_atomic(path: pathlib.Path, text: str) -> None:
-  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-  tmp.write_text(text)
-  os.replace(tmp, path)
 
 
 def _array_specs(arrays: Mapping | None) -> dict[str, dict]:
@@ -205,14 +200,12 @@ class SampleStore:
           f"{self.process_index} (its range is [{lo}, {hi}), minus what is stored)")
     if not (self.directory / SETTINGS_FILE).exists():  # before the first shard
       self.directory.mkdir(parents=True, exist_ok=True)  # a failed run leaves no folder
-      _write_text_atomic(self.directory / SETTINGS_FILE,
-                         json.dumps(self.record, indent=2, sort_keys=True))
+      files.write_text(self.directory / SETTINGS_FILE,
+                       json.dumps(self.record, indent=2, sort_keys=True), per_process=True)
     name = f"shard_{indices.min():08d}_{indices.max():08d}_p{self.process_index:03d}.npz"
     path = self.directory / name
-    tmp = self.directory / f".{name}.tmp"
-    with open(tmp, "wb") as f:
+    with files.atomic_path(path) as tmp, open(tmp, "wb") as f:
       np.savez(f, indices=indices, labels=labels.astype(np.int64), **members)
-    os.replace(tmp, path)
     self._pending = np.setdiff1d(self._pending, indices)
     return path
 
@@ -272,10 +265,10 @@ class SampleStore:
     finally:
       for buffer in buffers.values():
         buffer.unlink(missing_ok=True)
-    _write_text_atomic(json_path, json.dumps(
+    files.write_text(json_path, json.dumps(
         dict(self.record, samples_file=out_path.name,
              label_counts=np.bincount(labels).tolist()), indent=2, sort_keys=True))
-    _write_text_atomic(self.directory / MERGED_FILE, json.dumps(
+    files.write_text(self.directory / MERGED_FILE, json.dumps(
         {"samples_file": os.path.relpath(out_path, self.directory)}))
     for path in self._shards():
       path.unlink()

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from maskgil_jax import configlib
-from maskgil_jax.checkpoints import load_tokenizer
+from maskgil_jax.loading import load_tokenizer
 from maskgil_jax.data import preprocess
 from maskgil_jax.data.demo_set import load_demo
 from maskgil_jax.evaluation.fid import feature_statistics, frechet_distance

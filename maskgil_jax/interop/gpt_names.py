@@ -39,7 +39,7 @@ def gpt_rules(m) -> list[Rule]:
   """The table for a model config `m` (config.model)."""
   if m.layout == "maskgil_reference":
     rules = [Rule("tok_emb.weight", "tok_emb.weight")]
-  elif m.get("condition", "class") == "caption":  # LlamaGen t2i's CaptionEmbedder
+  elif m.condition == "caption":  # LlamaGen t2i's CaptionEmbedder
     rules = [Rule(f"cls_embedding.cap_proj.{fc}.weight", f"cls_embedding.cap_proj.{fc}.weight",
                   "linear") for fc in ("fc1", "fc2")]
     rules += [Rule("cls_embedding.uncond_embedding", "cls_embedding.uncond_embedding"),
@@ -66,7 +66,7 @@ def check_reference_architecture(m, layout: str) -> None:
     raise ConfigError(f"config.model.layout: {m.layout!r}, but the reference {layout} code "
                       f"needs layout {layout!r}")
   for field, want in REFERENCE_ARCHITECTURES[layout].items():
-    if field == "cls_token_num" and m.get("condition", "class") == "caption":
+    if field == "cls_token_num" and m.condition == "caption":
       continue  # a caption prefix has as many slots as the text encoder's max length
     if m[field] != want:
       raise ConfigError(f"config.model.{field}: {m[field]!r}; the reference {layout} code has "

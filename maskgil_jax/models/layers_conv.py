@@ -32,6 +32,15 @@ def block_rng(rng, i: int):
   return None if rng is None else jax.random.fold_in(rng, i)
 
 
+def encoder_pass(encoder, levels, x, rng, mid):
+  """The forward pass every encoder family shares: conv_in, each level (level i's dropout key
+  block_rng(rng, i)), `mid(h, len(levels))`, then norm_out, swish and conv_out."""
+  h = encoder.conv_in(x)
+  for i, level in enumerate(levels):
+    h = level(h, block_rng(rng, i), encoder.remat)
+  return encoder.conv_out(swish(encoder.norm_out(mid(h, len(levels)))))
+
+
 def torch_default_init(key, shape, fan_in: int, dtype):
   """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default for conv weights and biases."""
   bound = 1.0 / math.sqrt(fan_in)

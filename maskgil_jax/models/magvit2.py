@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from maskgil_jax.models.layers_conv import (Conv2d, GroupNorm, ResnetBlock, block_rng,
-                                            run_block, swish, torch_default_init)
+                                            encoder_pass, run_block, swish, torch_default_init)
 
 
 class Linear(nnx.Module):
@@ -115,19 +115,17 @@ class Encoder(nnx.Module):
     self.conv_out = Conv2d(block_in, s.z_channels, 1, **kw)
 
   def __call__(self, x, rng=None):
-    h = self.conv_in(x)
-    for i, level in enumerate(self.down):
-      h = level(h, block_rng(rng, i), self.remat)
-    for j, block in enumerate(self.mid_block):
-      h = run_block(block, h, self.remat, block_rng(rng, len(self.down) + j))
-    return self.conv_out(swish(self.norm_out(h)))
+    def mid(h, first):
+      for j, block in enumerate(self.mid_block):
+        h = run_block(block, h, self.remat, block_rng(rng, first + j))
+      return h
+    return encoder_pass(self, self.down, x, rng, mid)
 
 
 class Decoder(nnx.Module):
   def __init__(self, s, *, kw: dict):
     self.remat = s.remat
-    n = len(s.ch_mult)
-    block_in = s.ch * s.ch_mult[-1]
+    n, block_in = len(s.ch_mult), s.ch * s.ch_mult[-1]  # from the deepest level up
     self.conv_in = Conv2d(s.z_channels, block_in, 3, padding=1, **kw)
     self.mid_block = _mid(block_in, s.dec_res_blocks, kw)
     levels, adaptive = {}, {}

@@ -17,7 +17,8 @@ from __future__ import annotations
 from flax import nnx
 
 from maskgil_jax.models.layers_conv import (AttnBlock, Conv2d, GroupNorm, ResnetBlock,
-                                            ResolutionLevel, block_rng, run_block, swish)
+                                            ResolutionLevel, block_rng, encoder_pass, run_block,
+                                            swish)
 
 
 class Level(ResolutionLevel):
@@ -66,11 +67,8 @@ class Encoder(nnx.Module):
     self.conv_out = Conv2d(block_in, s.z_channels, 3, padding=1, **kw)
 
   def __call__(self, x, rng=None):
-    h = self.conv_in(x)
-    for i, level in enumerate(self.down):
-      h = level(h, block_rng(rng, i), self.remat)
-    h = self.mid(h, block_rng(rng, len(self.down)), self.remat)
-    return self.conv_out(swish(self.norm_out(h)))
+    return encoder_pass(self, self.down, x, rng,
+                        lambda h, i: self.mid(h, block_rng(rng, i), self.remat))
 
 
 class Decoder(nnx.Module):

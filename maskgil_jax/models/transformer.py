@@ -27,6 +27,7 @@ from maskgil_jax.models.attention_kernels import Kernel
 from maskgil_jax.models.kv_cache import KVCache, LayerCache
 from maskgil_jax.models.layers import Embedding, Linear, RMSNorm, stacked
 from maskgil_jax.models.layouts import Layout
+from maskgil_jax.models.model_spec import ModelSpec
 from maskgil_jax.models.remat import remat
 from maskgil_jax.parallel.rules import constrain
 
@@ -89,20 +90,21 @@ class Transformer(nnx.Module):
   """Embeddings of one token layout, the layer stack, the final norm and the output head."""
 
   def __init__(self, m, *, rngs: nnx.Rngs):
+    m = ModelSpec.from_config(m)  # config.model, or its spec
     self.layout = Layout.from_config(m)
     self.dtype = jnp.dtype(m.dtype)
     self.scan_layers = bool(m.scan_layers)
     self.remat_policy = m.remat_policy
     self.token_dropout = float(m.token_dropout)
     self.attn_dropout = float(m.attn_dropout)
-    self.attention_kernel = m.get("attention_kernel", "auto")  # absent from older configs
+    self.attention_kernel = m.attention_kernel
     self.n_layer, self.n_kv_head, self.head_dim = m.n_layer, m.n_kv_head, m.dim // m.n_head
     table_rows, out_classes = vocab_rows(m)
     pd = jnp.dtype(m.param_dtype)  # fp32 master weights unless a config says otherwise
     emb = dict(std=m.init_std, param_dtype=pd, rngs=rngs)
-    self.condition = m.get("condition", "class")
+    self.condition = m.condition
     # LFQ codes as two sub-tokens (models/factorized.py); None: one flat table and head
-    self.factorization = tuple(m.get("token_factorization", ()) or ()) or None
+    self.factorization = tuple(m.token_factorization) or None
     if m.layout == "maskgil_reference":
       self.tok_emb = Embedding(table_rows, m.dim, **emb)
     elif self.condition == "caption":

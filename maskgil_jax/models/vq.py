@@ -30,7 +30,8 @@ from flax import nnx
 from maskgil_jax import xla_cpu
 from maskgil_jax.configlib import ConfigError
 from maskgil_jax.models.layers_conv import (AttnBlock, Conv2d, GroupNorm, ResnetBlock,
-                                            ResolutionLevel, block_rng, run_block, swish)
+                                            ResolutionLevel, block_rng, encoder_pass, run_block,
+                                            swish)
 from maskgil_jax.models import magvit2, taming
 from maskgil_jax.models.quantizers import LookupFreeQuantizer, VectorQuantizer
 
@@ -164,11 +165,8 @@ class Encoder(nnx.Module):
     self.conv_out = Conv2d(block_in, s.z_channels, 3, padding=1, **kw)
 
   def __call__(self, x, rng=None):
-    h = self.conv_in(x)
-    for i, block in enumerate(self.conv_blocks):
-      h = block(h, block_rng(rng, i), self.remat)
-    h = _run_mid(self.mid, h, block_rng(rng, len(self.conv_blocks)), self.remat)
-    return self.conv_out(swish(self.norm_out(h)))
+    return encoder_pass(self, self.conv_blocks, x, rng,
+                        lambda h, i: _run_mid(self.mid, h, block_rng(rng, i), self.remat))
 
 
 class Decoder(nnx.Module):
