@@ -31,7 +31,7 @@ from etils import epath
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from maskgil_jax import __version__
+from maskgil_jax import __version__, notices
 from maskgil_jax.data.global_batches import saved_position
 from maskgil_jax.interop.torch_io import CheckpointError
 
@@ -147,7 +147,7 @@ def make_manager(root: str | os.PathLike, *, every_steps: int = 1, keep: int | N
                  read_only: bool = False) -> ocp.CheckpointManager:
   """The CheckpointManager of a checkpoint root: asynchronous saves every `every_steps` steps
   (and at a preemption), keeping the newest `keep`; half-written saves are cleaned up."""
-  cli.quiet_checkpoint_library()
+  notices.quiet_checkpoint_library()
   options = ocp.CheckpointManagerOptions(
       save_interval_steps=every_steps, max_to_keep=keep, read_only=read_only,
       create=not read_only, cleanup_tmp_directories=not read_only,

@@ -23,6 +23,8 @@ import pathlib
 import sys
 from collections.abc import Callable, Sequence
 
+from maskgil_jax.notices import (LibraryChatter, is_primary, notice,  # noqa: F401
+                                 quiet_checkpoint_library)
 from maskgil_jax.errors import OutputExistsError, UsageError, UserError  # noqa: F401 (the shell's)
 
 # OS errors that mean "the path you gave is wrong": reported like any other user error
@@ -170,22 +172,6 @@ def _error(message: str, code: int = 2) -> int:
   return code
 
 
-def is_primary() -> bool:
-  """Process 0 (or a process that has not started JAX's runtime yet)."""
-  import jax
-  return jax.process_index() == 0
-
-
-def notice(message: str, *args) -> None:
-  """A line the person running the command should see: on the terminal of process 0 and in
-  the log file, if one is open."""
-  from absl import logging as absl_logging
-  text = message % args if args else message
-  absl_logging.info("%s", text)
-  if is_primary():
-    print(text, file=sys.stderr, flush=True)
-
-
 def summary(message: str, *args) -> None:
   """A command's closing line: on stdout of process 0 and in the log file."""
   from absl import logging as absl_logging
@@ -196,35 +182,6 @@ def summary(message: str, *args) -> None:
 
 
 # ---- logging -----------------------------------------------------------------------------------
-_ROUTINE = ("read only", "read_only", "read-only", "readonly")  # orbax's warnings on every restore
-
-
-class _LibraryChatter(logging.Filter):
-  """Drops the checkpointing library's routine warnings (two 'read only' notes per restore)
-  and, unless `info`, its INFO lines (a dozen per save or restore); keeps every line of our
-  own and every other warning of the library."""
-
-  def __init__(self, info: bool = False):
-    super().__init__()
-    self.info = info
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    if "/orbax/" not in record.pathname and "orbax" not in record.name:
-      return True
-    if record.levelno < logging.WARNING:
-      return self.info
-    text = record.getMessage().lower()
-    return not any(r in text for r in _ROUTINE)
-
-
-def quiet_checkpoint_library() -> None:
-  """The routine warnings dropped for Python users too (`pipeline.load`, any restore): a
-  filter on the `absl` logger, through which the library logs, so no handler sees them -- the
-  user's own, absl's or ours. Handlers, levels and every other record are left as they are.
-  Called where checkpoint managers are made; safe to call more than once."""
-  logger = logging.getLogger("absl")
-  if not any(isinstance(f, _LibraryChatter) for f in logger.filters):
-    logger.addFilter(_LibraryChatter(info=True))
 
 
 class _Terminal(logging.Handler):
@@ -252,11 +209,11 @@ def setup_logging(log_dir: str | None = None, name: str = "") -> None:
       root.removeHandler(h)
   absl_logging.use_absl_handler()
   handler = absl_logging.get_absl_handler()
-  if not any(isinstance(f, _LibraryChatter) for f in handler.filters):
-    handler.addFilter(_LibraryChatter())
+  if not any(isinstance(f, LibraryChatter) for f in handler.filters):
+    handler.addFilter(LibraryChatter())
   if not any(isinstance(h, _Terminal) for h in root.handlers):
     terminal = _Terminal(level=logging.WARNING)
-    terminal.addFilter(_LibraryChatter())
+    terminal.addFilter(LibraryChatter())
     root.addHandler(terminal)
   if log_dir:
     handler.setLevel(logging.NOTSET)

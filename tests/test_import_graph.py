@@ -12,13 +12,13 @@ ROOT = "maskgil_jax"
 # docs/architecture.md, "Dependency rules": floor -> the floors it may import. A floor is a
 # subpackage (`models/`) or a top-level module (`loading`); `errors`, `files` and the package
 # itself (`maskgil_jax`, its version) may be imported by every floor.
-EVERYWHERE = {"errors", "files", ROOT}
+EVERYWHERE = {"errors", "files", "text_files", "notices", ROOT}
 RULES = {
     "errors": set(),
     "files": set(),
     "xla_cpu": set(),
     "configlib/": set(),
-    "cli": {"configlib/"},
+    "cli": {"configlib/", "parallel/"},
     "parallel/": {"configlib/"},
     "models/": {"configlib/", "parallel/", "xla_cpu"},
     "decode/": {"configlib/", "models/", "parallel/", "xla_cpu"},

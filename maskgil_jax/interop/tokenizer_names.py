@@ -23,7 +23,7 @@ from collections.abc import Mapping
 import jax.numpy as jnp
 import numpy as np
 
-from maskgil_jax import cli
+from maskgil_jax import notices
 from maskgil_jax.interop import magvit2_names, taming_names, vq_names
 from maskgil_jax.interop.names import Rule, export_state_dict, import_state_dict
 from maskgil_jax.interop.torch_io import CheckpointError
@@ -125,7 +125,7 @@ def import_tokenizer_state_dict(model: VQModel, state_dict, *, source: str = "ch
     which = ("the EMA weights (model_ema.*; --no-ema for the raw ones)" if use_ema else
              "the raw weights" + (" (the file also holds an EMA copy, the one its authors' "
                                   "scripts use)" if present else " (the file has no EMA copy)"))
-    cli.notice("%s: loaded %s", source, which)
+    notices.notice("%s: loaded %s", source, which)
   network, _ = split_non_network(state_dict)
   new = import_state_dict(model, network, rules, source=source)
   # the reference keeps no usage window: start an empty one
