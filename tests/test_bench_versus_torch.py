@@ -133,8 +133,10 @@ def test_withholds_ratios_when_other_work_kept_the_cores_busy(capsys, monkeypatc
   monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
   clock = iter(range(0, 10 ** 6, 1000))  # the machine 'busy' 1000 s during every run
   monkeypatch.setattr(versus_torch, "busy_seconds", lambda: float(next(clock)))
-  assert versus_torch.main(["--sizes", "tiny", "--workloads", "ar1", "--rounds", "1"]) == 0
+  assert versus_torch.main(["--sizes", "tiny", "--workloads", "ar1", "--rounds", "1",
+                            "--threads", "1"]) == 0
   out = capsys.readouterr().out
+  assert "threads: ours 1 cpus, twin 1 threads" in out  # both sides pinned to one core
   (row,) = _rows(out).values()
   assert row["r_twin"] == "withheld", out
   assert "ratios withheld: other work kept" in out
