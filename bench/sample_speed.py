@@ -95,8 +95,8 @@ def main(argv=None) -> int:
   key = jax.random.PRNGKey(0)
   devices = jax.devices()
   print(f"model: {config.model.layout} {config.model.size} ({num_params(model) / 1e6:.1f}M "
-        f"params), {config.model.dtype}, batch {batch}, grid {layout.grid_size}x"
-        f"{layout.grid_size}, w {float(settings.cfg_scale):g} (guided: {settings.guided}), "
+        f"params), {config.model.dtype}, batch {batch}, grid {layout.grid[0]}x"
+        f"{layout.grid[1]}, w {float(settings.cfg_scale):g} (guided: {settings.guided}), "
         f"{len(devices)} x {devices[0].device_kind}")
 
   results = {}

@@ -11,14 +11,19 @@ Each function does what the reference does for one workload, on `interop/torch_m
 - `ar_sample`: LlamaGen's `generate`: prefill of the class prefix, then one token per step
   through the KV cache with guidance on the doubled batch, a multinomial draw each step.
 - `vq_roundtrip`: LlamaGen's VQ encode then decode of NCHW images.
+
+`build(name, size, weights)` makes one workload of bench/workloads.py runnable on the twin
+loaded with our weights (the state dict our side exported).
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+import workloads as wl
 from maskgil_jax.interop import torch_model as tm
 
 
@@ -106,3 +111,31 @@ def vq_roundtrip(vq: tm.VQModel, images):
   vq.eval()
   codes = vq.encode(images)
   return codes, vq.decode_code(codes)
+
+
+def load(module: torch.nn.Module, weights: dict[str, np.ndarray]) -> torch.nn.Module:
+  module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()},
+                         strict=True)
+  return module
+
+
+def build(name: str, size: str, weights: dict[str, np.ndarray]):
+  """(run, 0.0): workload `name` on the twin (nothing to compile)."""
+  if name == "vq":
+    config, side = wl.vq_config(size)
+    vq = load(tm.VQModel(config.to_dict()), weights)
+    images = torch.from_numpy(wl.vq_images(side).transpose(0, 3, 1, 2).copy())
+    return (lambda: vq_roundtrip(vq, images)), 0.0
+  config = wl.workload_config(name, size)
+  twin = load(tm.Transformer(config.model.to_dict()), weights)
+  if name == "train":
+    codes, labels = wl.train_batch(config)
+    step = make_train_step(twin)
+    codes = torch.from_numpy(codes.reshape(len(codes), -1)).long()
+    labels = torch.from_numpy(labels).long()
+    return (lambda: step(codes, labels)), 0.0
+  if name == "mar":
+    labels = torch.arange(wl.MAR_IMAGES)
+    return (lambda: mar_sample(twin, labels, steps=wl.MAR_STEPS, cfg_scale=wl.MAR_CFG)), 0.0
+  labels = torch.arange(wl.ar_classes(name))
+  return (lambda: ar_sample(twin, labels, cfg_scale=wl.AR_CFG)), 0.0

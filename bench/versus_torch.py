@@ -1,256 +1,282 @@
-"""Our JAX code against its PyTorch twin, side by side on this machine, same work, same weights.
+"""Our JAX code against its PyTorch twin and LlamaGen's own code, each in its own process.
 
   python bench/versus_torch.py [--workloads train,mar,ar1,ar4,vq] [--sizes B[,L,...]]
-      [--rounds 2] [--threads N]
+      [--rounds 3] [--threads all|1] [--reference-llamagen DIR] [--allow-load]
 
-Workloads (fp32; the generator is built at each --sizes size with random weights, and the
-PyTorch twin `interop/torch_model.py` loads the same weights through the export name table):
-- `train`: the MaskGIL train step (maskgil_reference layout, batch 8 x 257 slots, AdamW and
-  clipping, no dropout since the twin has none; the trainer's own step on our side, its remat
-  policy chosen as the trainer does and its state donated as the trainer does, and
-  bench/torch_side.py's on the other);
-- `mar`: MaskGIL sampling, 4 images, 8 steps, guidance (8 rows per forward);
-- `ar1` / `ar4`: LlamaGen AR sampling, 256 tokens, 1 / 4 classes with guidance (2 / 8 rows);
-- `vq`: VQ-16 encode + decode of 4 images of 256 px (the size does not apply), through
-  `models.vq.reconstruct` as users call it (on CPU with `maskgil_jax.xla_cpu`'s options).
+Sides (fp32, the same weights: ours are random and exported through the name tables; the
+others load them):
+- `ours`: the library as users call it (bench/jax_side.py);
+- `twin`: `maskgil_jax/interop/torch_model.py` with the reference code's loops written out in
+  bench/torch_side.py (every workload);
+- `ref`: LlamaGen's code itself, from the checkout `--reference-llamagen DIR` points to
+  (bench/reference_side.py; AR and VQ workloads only: LlamaGen has no MaskGIL).
+Workloads: bench/workloads.py. `--sizes tiny` runs the tiny generators and a 32-px tokenizer
+(a smoke run, not a speed result).
 
-Each side is compiled or warmed up once (our compile time is reported apart), then the two sides
-run alternately, `--rounds` times each, so load from other work on the machine hits both
-alike; the medians and their ratio (PyTorch / ours: above 1 means we are faster) are printed.
-Run one benchmark at a time: a B model in fp32 needs a few GB per side.
+Each side runs in its own process with its runtime's default threading (`--threads all`), or
+pinned to one core with one thread each (`--threads 1`: CPU affinity, `OMP_NUM_THREADS=1`,
+`torch.set_num_threads(1)`); no thread-pool setting is changed otherwise. The processes of a
+workload are started and built (our compile time reported apart), each run once to warm up,
+then run one at a time, alternating, `--rounds` times each (the side that goes first rotates
+every round), with a pause between runs; idle ones wait on a pipe, so no two sides compute at
+once. Medians are kept; the ratios are the other side's median over ours (above 1: we are
+faster).
+
+Load. Ratios taken while other work runs measure that work as much as the code. At start the
+1-minute load average must be at most 0.5 per core, else the run stops (exit 2) unless
+`--allow-load`; during the runs the CPU time of other processes is measured from /proc/stat
+(the machine's busy time less the running side's own), and a workload during which other
+work kept more than 0.5 cores busy (median over its runs) has its ratios withheld unless
+`--allow-load`. With `--allow-load` every line carries the load average and that measure.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
-# PyTorch's OpenMP threads sleep instead of spinning while they wait: on a machine shared with
-# other work a spinning thread burns the core its partner needs (set the variable to ACTIVE to
-# measure the spinning default)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+BENCH = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, BENCH)
+import workloads as wl  # noqa: E402  (bench/ is not a package)
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import torch
-from flax import nnx
-
-from maskgil_jax import configlib
-from maskgil_jax.configlib import recipes
-from maskgil_jax.decode import DecodeSettings, generate_tokens
-from maskgil_jax.interop import gpt_names, names, vq_names
-from maskgil_jax.interop import torch_model as tm
-from maskgil_jax.models import vq as jax_vq
-from maskgil_jax.models.transformer import Transformer
-from maskgil_jax.parallel import mesh as mesh_lib
-from maskgil_jax.parallel import rules as rules_lib
-from maskgil_jax.training.tasks import generator_task
-from maskgil_jax.training import remat_choice
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import torch_side  # noqa: E402  (bench/ is not a package)
-
-WORKLOADS = ("train", "mar", "ar1", "ar4", "vq")
+SIDES = ("ours", "twin", "ref")
+MARK = "@@bench "  # a worker's protocol lines on its stdout; anything else is echoed
+MAX_LOAD_PER_CORE = 0.5
+PAUSE_S = 0.5  # between runs: a finished side's spinning threads go to sleep meanwhile
 
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(prog="python bench/versus_torch.py",
-                              description="JAX against the PyTorch twin, side by side.")
-  p.add_argument("--workloads", default=",".join(WORKLOADS),
-                 help=f"comma-separated, of {', '.join(WORKLOADS)}")
-  p.add_argument("--sizes", default="B", help="generator sizes, comma-separated: B, L, XL, XXL")
-  p.add_argument("--rounds", type=int, default=2, help="timed runs per side (medians kept)")
-  p.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch threads")
+                              description="JAX against PyTorch, one process per side.")
+  p.add_argument("--workloads", default=",".join(wl.WORKLOADS),
+                 help=f"comma-separated, of {', '.join(wl.WORKLOADS)}")
+  p.add_argument("--sizes", default="B", help="generator sizes, comma-separated: tiny, B, L, XL")
+  p.add_argument("--rounds", type=int, default=3, help="timed runs per side (medians kept)")
+  p.add_argument("--threads", default="all", choices=("all", "1"),
+                 help="each side's default threading, or one core and one thread each")
+  p.add_argument("--reference-llamagen", metavar="DIR",
+                 help="a checkout of LlamaGen's code: time it too (AR and VQ workloads)")
+  p.add_argument("--allow-load", action="store_true",
+                 help="report ratios under load (the load then goes into every line)")
+  # internal: one side of one workload, driven over stdin/stdout by the main process
+  p.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
+  p.add_argument("--workload", help=argparse.SUPPRESS)
+  p.add_argument("--weights", help=argparse.SUPPRESS)
   args = p.parse_args(argv)
-  unknown = set(args.workloads.split(",")) - set(WORKLOADS)
+  unknown = set(args.workloads.split(",")) - set(wl.WORKLOADS)
   if unknown:
-    p.error(f"unknown workloads {sorted(unknown)}; of {WORKLOADS}")
+    p.error(f"unknown workloads {sorted(unknown)}; of {', '.join(wl.WORKLOADS)}")
+  if args.rounds < 1:
+    p.error("--rounds must be at least 1")
+  if args.reference_llamagen and not args.worker:
+    import reference_side
+    missing = reference_side.missing_files(args.reference_llamagen)
+    if missing:
+      p.error(f"--reference-llamagen {args.reference_llamagen}: no {', '.join(missing)}")
   return args
 
 
-def generator_config(size: str, layout: str, batch_size: int = 8):
-  """fp32 generator config on one device: the MaskGIL recipe for MAR, LlamaGen's for AR."""
-  c = recipes.maskgil(size) if layout == "maskgil_reference" else recipes.llamagen(size)
-  c.model = configlib.model_config(size, layout).copy_and_resolve_references()
-  c.model.dtype = "float32"
-  # the twin has no dropout layers: neither side drops (same work)
-  c.model.token_dropout = c.model.resid_dropout = c.model.ffn_dropout = 0.0
-  c.data.name = "codes"
-  c.batch_size = batch_size
-  c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 1
-  return configlib.finalize(c)
+def cores() -> int:
+  return len(os.sched_getaffinity(0))
 
 
-def random_transformer(config) -> Transformer:
-  """A generator with random weights everywhere (the output head too, so sampling is not
-  drawing from uniform logits)."""
-  model = Transformer(config.model, rngs=nnx.Rngs(config.seed))
-  w = model.output.weight
-  w.set_value(0.02 * jax.random.normal(jax.random.key(1), w.shape, w.dtype))
-  return model
+# ---- the worker: one side of one workload -----------------------------------------------------
+def send(**message) -> None:
+  print(MARK + json.dumps(message), flush=True)
 
 
-def torch_twin(model: Transformer, config) -> tm.Transformer:
-  sd = names.export_state_dict(model, gpt_names.gpt_rules(config.model))
-  twin = tm.Transformer(config.model.to_dict())
-  twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, strict=True)
-  return twin
+def worker(args) -> int:
+  """Build the workload on this side, say ready, then run it once per 'run' line on stdin."""
+  if args.threads == "1":
+    # before any runtime starts its thread pool: XLA and OpenMP size theirs from the affinity
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+  import numpy as np
+  if args.worker == "ours":
+    import jax_side
+    run, compile_s, weights = jax_side.build(args.workload, args.size)
+    np.savez(args.weights, **weights)
+    finish, threads = jax_side.block, f"{cores()} cpus"
+  else:
+    import torch
+    if args.threads == "1":
+      torch.set_num_threads(1)
+    with np.load(args.weights) as f:
+      weights = dict(f)
+    if args.worker == "twin":
+      import torch_side
+      run, compile_s = torch_side.build(args.workload, args.size, weights)
+    else:
+      import reference_side
+      run, compile_s = reference_side.build(args.workload, args.size, weights,
+                                            args.reference_llamagen)
+    finish, threads = (lambda out: out), f"{torch.get_num_threads()} threads"
+    del weights
+  send(ready=True, compile_s=compile_s, threads=threads)
+  for line in sys.stdin:
+    if line.strip() != "run":
+      break
+    cpu, start = time.process_time(), time.perf_counter()
+    finish(run())
+    send(s=time.perf_counter() - start, cpu=time.process_time() - cpu)
+  return 0
 
 
-def compiled(fn, *args, jitted=None):
-  """(compiled fn, seconds to lower and compile); `jitted` (a jitted function: its own options
-  and donation) is compiled instead of `jax.jit(fn)`."""
-  start = time.perf_counter()
-  out = (jitted or jax.jit(fn)).lower(*args).compile()
-  return out, time.perf_counter() - start
+# ---- the main process -------------------------------------------------------------------------
+def busy_seconds() -> float | None:
+  """CPU seconds the whole machine has spent busy since boot (/proc/stat), None elsewhere."""
+  try:
+    with open("/proc/stat") as f:
+      fields = [int(x) for x in f.readline().split()[1:]]
+  except (OSError, ValueError):
+    return None
+  idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+  return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-# ---- workloads: each returns (our run, twin run, our compile seconds) -------------------------
-def train_workload(size: str):
-  """The trainer's step, its remat policy chosen as the trainer does ('auto')."""
-  config = generator_config(size, "maskgil_reference")
-  mesh = mesh_lib.make_mesh(config.mesh)
-  rules = rules_lib.make_rules(config.mesh.rules.to_dict())
-  rng = np.random.default_rng(0)
-  codes = rng.integers(0, config.model.codebook_size, (config.batch_size, 16, 16), np.int32)
-  labels = rng.integers(0, config.model.num_classes, (config.batch_size,), np.int32)
-  batch = {"codes": jnp.asarray(codes), "label": jnp.asarray(labels)}
-  key = jax.random.key(0)
-  built = {}
+class Side:
+  """A worker process; `run()` times one run of it."""
 
-  def compile_with(policy):
-    c = config.copy_and_resolve_references()
-    c.model.remat_policy = policy
-    task = generator_task(c, tokenizer=None)
-    state = jax.eval_shape(task.init)
-    # the state donated, as the trainer's step does: updated in place, not copied
-    step, compile_s = compiled(None, state, batch, key, jitted=jax.jit(
-        lambda s, b, k: task.step(s, b, k, None), donate_argnums=0))
-    built[policy] = (task, step, compile_s)
-    return step
+  def __init__(self, side: str, name: str, size: str, args, weights: str):
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--workload", name,
+           "--sizes", size, "--threads", args.threads, "--weights", weights]
+    if side == "ref":
+      cmd += ["--reference-llamagen", os.path.abspath(args.reference_llamagen)]
+    env = dict(os.environ)  # this checkout's package, as in the main process
+    env["PYTHONPATH"] = os.pathsep.join(
+        [os.path.dirname(BENCH)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    if args.threads == "1":
+      env["OMP_NUM_THREADS"] = "1"
+    self.side, self.name = side, name
+    self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                                 text=True, bufsize=1)
 
-  with jax.set_mesh(mesh), rules_lib.axis_rules(rules):
-    choice = remat_choice.choose(compile_with, remat_choice.device_memory_bytes())
-    task, step, _ = built[choice.policy]
-    compile_s = sum(c for _, _, c in built.values())
-    state = task.init()
-  print(f"  train: {remat_choice.describe(choice)}", flush=True)
-  twin = torch_twin(state.params, config)
-  twin_step = torch_side.make_train_step(twin)
-  t_codes = torch.from_numpy(codes.reshape(len(codes), -1)).long()
-  t_labels = torch.from_numpy(labels).long()
-  holder = {"state": state}
+  def receive(self) -> dict:
+    for line in self.proc.stdout:
+      if line.startswith(MARK):
+        return json.loads(line[len(MARK):])
+      print(line, end="", flush=True)
+    code = self.proc.wait()
+    raise RuntimeError(f"the {self.side} side of {self.name} exited ({code}) before answering")
 
-  def ours():
-    holder["state"], metrics = step(holder["state"], batch, key)
-    return metrics
+  def run(self) -> tuple[float, float]:
+    """(wall seconds, seconds other processes kept a core busy meanwhile)."""
+    before = busy_seconds()
+    self.proc.stdin.write("run\n")
+    self.proc.stdin.flush()
+    answer = self.receive()
+    after = busy_seconds()
+    other = None if before is None else max(0.0, after - before - answer["cpu"])
+    return answer["s"], other
 
-  return ours, lambda: twin_step(t_codes, t_labels), compile_s
-
-
-def mar_workload(size: str):
-  config = generator_config(size, "maskgil_reference")
-  model = random_transformer(config)
-  labels = jnp.arange(4, dtype=jnp.int32)
-  settings = DecodeSettings.create(cfg_scale=3.0, steps=8, schedule="arccos")
-  key = jax.random.key(0)
-  run, compile_s = compiled(lambda m, l, k, s: generate_tokens(m, l, k, s, "mar"),
-                            model, labels, key, settings)
-  twin = torch_twin(model, config)
-  t_labels = torch.arange(4)
-  return (lambda: run(model, labels, key, settings),
-          lambda: torch_side.mar_sample(twin, t_labels, steps=8, cfg_scale=3.0), compile_s)
+  def close(self) -> None:
+    if self.proc.poll() is None:
+      try:
+        self.proc.stdin.close()
+      except BrokenPipeError:
+        pass
+      try:
+        self.proc.wait(timeout=60)
+      except subprocess.TimeoutExpired:
+        self.proc.kill()
+        self.proc.wait()
 
 
-def ar_workload(size: str, classes: int):
-  config = generator_config(size, "llamagen")
-  model = random_transformer(config)
-  labels = jnp.arange(classes, dtype=jnp.int32)
-  settings = DecodeSettings.create(cfg_scale=1.0, cfg_schedule="constant")
-  key = jax.random.key(0)
-  run, compile_s = compiled(lambda m, l, k, s: generate_tokens(m, l, k, s, "ar"),
-                            model, labels, key, settings)
-  twin = torch_twin(model, config)
-  t_labels = torch.arange(classes)
-  return (lambda: run(model, labels, key, settings),
-          lambda: torch_side.ar_sample(twin, t_labels, cfg_scale=1.0), compile_s)
+def measure(name: str, size: str, args, tmp: str) -> dict:
+  """Medians per side, the other work's median cores, our compile time and threads."""
+  sides = ["ours", "twin"]
+  if args.reference_llamagen and name in wl.REFERENCE_WORKLOADS:
+    sides.append("ref")
+  weights = os.path.join(tmp, f"{name}-{size}.npz")
+  started, ready = {}, {}
+  try:
+    started["ours"] = Side("ours", name, size, args, weights)
+    ready["ours"] = started["ours"].receive()  # ours writes the weights the others load
+    for side in sides[1:]:
+      started[side] = Side(side, name, size, args, weights)
+    for side in sides[1:]:
+      ready[side] = started[side].receive()
+    for side in sides:  # warm-up
+      started[side].run()
+      time.sleep(PAUSE_S)
+    times = {s: [] for s in sides}
+    other = []
+    for r in range(args.rounds):
+      for side in sides[r % len(sides):] + sides[:r % len(sides)]:
+        s, o = started[side].run()
+        times[side].append(s)
+        if o is not None:
+          other.append(o / s)
+        time.sleep(PAUSE_S)
+  finally:
+    for proc in started.values():
+      proc.close()
+    if os.path.exists(weights):
+      os.remove(weights)
+  return {"median": {s: statistics.median(t) for s, t in times.items()},
+          "other": statistics.median(other) if other else None,
+          "compile_s": ready["ours"]["compile_s"],
+          "threads": {s: ready[s]["threads"] for s in sides}}
 
 
-def vq_workload(_size: str):
-  config = configlib.finalize(configlib.base_config("B", "maskgil", tokenizer="vq16"))
-  vq = jax_vq.VQModel(config.tokenizer, rngs=nnx.Rngs(0))
-  images = jax.random.uniform(jax.random.key(0), (4, 256, 256, 3), jnp.float32, -1.0, 1.0)
-  # the tokenizer's own jitted entry point, with the compiler options it has on CPU
-  run, compile_s = compiled(None, vq, images, jitted=jax_vq.reconstruct)
-  twin = tm.VQModel(config.tokenizer.to_dict())
-  sd = vq_names.export_vq_state_dict(vq)
-  twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, strict=True)
-  t_images = torch.from_numpy(np.asarray(images).transpose(0, 3, 1, 2).copy())
-  return (lambda: run(vq, images), lambda: torch_side.vq_roundtrip(twin, t_images), compile_s)
-
-
-BUILDERS = {
-    "train": (train_workload, "MAR train step, batch 8 x 257, AdamW + clip"),
-    "mar": (mar_workload, "MaskGIL sample, 4 images, 8 steps, guidance"),
-    "ar1": (lambda s: ar_workload(s, 1), "LlamaGen AR, 256 tokens, 1 class, guidance"),
-    "ar4": (lambda s: ar_workload(s, 4), "LlamaGen AR, 256 tokens, 4 classes, guidance"),
-    "vq": (vq_workload, "VQ-16 encode + decode, 4 images 256 px"),
-}
-
-
-def alternate(ours, theirs, rounds: int) -> tuple[float, float]:
-  """Median seconds of each side over `rounds` alternating runs, after one warm-up each; the
-  side that goes first swaps every round."""
-  jax.block_until_ready(ours())
-  theirs()
-  times = {"ours": [], "theirs": []}
-  for r in range(rounds):
-    order = (("ours", ours), ("theirs", theirs))
-    for name, fn in (order if r % 2 == 0 else order[::-1]):
-      start = time.perf_counter()
-      jax.block_until_ready(fn())
-      times[name].append(time.perf_counter() - start)
-  return statistics.median(times["ours"]), statistics.median(times["theirs"])
-
-
-def matmul_gflops(n: int = 2048) -> tuple[float, float]:
-  """fp32 GFLOP/s of one n^3 matmul on each side (best of 3), the machine's practical peak."""
-  a = np.random.default_rng(0).standard_normal((n, n), np.float32)
-  ja, ta = jnp.asarray(a), torch.from_numpy(a)
-  mm = jax.jit(lambda x: x @ x).lower(ja).compile()
-  best = {"jax": float("inf"), "torch": float("inf")}
-  for side, fn in (("jax", lambda: mm(ja)), ("torch", lambda: ta @ ta)) * 4:
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    best[side] = min(best[side], time.perf_counter() - start)
-  return 2 * n ** 3 / best["jax"] / 1e9, 2 * n ** 3 / best["torch"] / 1e9
+def load_refusal(args) -> str | None:
+  load = os.getloadavg()[0]
+  if args.allow_load or load <= MAX_LOAD_PER_CORE * cores():
+    return None
+  return (f"load average {load:.2f} on {cores()} cores is over {MAX_LOAD_PER_CORE} per core: "
+          "timings now would measure the other work as much as the code; run on an idle "
+          "machine, or pass --allow-load to report them with the load")
 
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  torch.set_num_threads(args.threads)
-  print(f"{jax.default_backend()} ({os.cpu_count()} cores), fp32, PyTorch {torch.__version__} "
-        f"with {torch.get_num_threads()} threads, jax {jax.__version__}, {args.rounds} rounds")
-  ours_mm, theirs_mm = matmul_gflops()
-  print(f"2048^3 matmul: ours {ours_mm:.0f} GFLOP/s, PyTorch {theirs_mm:.0f} GFLOP/s")
-  print(f"{'workload':<48}{'size':>5}{'PyTorch s':>11}{'ours s':>9}{'ratio':>8}"
-        f"{'compile s':>11}")
-  ratios = []
-  for size in args.sizes.split(","):
-    for name in args.workloads.split(","):
-      if name == "vq" and size != args.sizes.split(",")[0]:
-        continue  # the tokenizer has one size
-      build, label = BUILDERS[name]
-      ours, theirs, compile_s = build(size)
-      ours_s, theirs_s = alternate(ours, theirs, args.rounds)
-      ratios.append((f"{name}-{size}", theirs_s / ours_s))
-      print(f"{label:<48}{'-' if name == 'vq' else size:>5}{theirs_s:>11.2f}{ours_s:>9.2f}"
-            f"{theirs_s / ours_s:>7.2f}x{compile_s:>11.1f}", flush=True)
-      del ours, theirs
-  print("versus_torch: " + ", ".join(f"{n} {r:.2f}x" for n, r in ratios))
+  if args.worker:
+    args.size = args.sizes
+    return worker(args)
+  refusal = load_refusal(args)
+  if refusal:
+    print(f"error: {refusal}", file=sys.stderr)
+    return 2
+  from importlib.metadata import version
+  print(f"{cores()} cores, fp32, one process per side, threads: {args.threads}, "
+        f"jax {version('jax')}, PyTorch {version('torch')}, {args.rounds} rounds, "
+        f"load average {os.getloadavg()[0]:.2f}"
+        + (", LlamaGen's code: yes" if args.reference_llamagen else ""), flush=True)
+  head = (f"{'workload':<46}{'size':>5}{'ours s':>9}{'twin s':>9}{'ref s':>9}"
+          f"{'twin/ours':>11}{'ref/ours':>10}{'compile s':>11}")
+  print(head + ("  other cores  load" if args.allow_load else ""), flush=True)
+  summary = []
+  with tempfile.TemporaryDirectory(prefix="versus_torch") as tmp:
+    for size in args.sizes.split(","):
+      for name in args.workloads.split(","):
+        if name == "vq" and size != args.sizes.split(",")[0]:
+          continue  # the tokenizer has one size
+        r = measure(name, size, args, tmp)
+        m = r["median"]
+        loaded = r["other"] is not None and r["other"] > MAX_LOAD_PER_CORE * cores()
+        withheld = loaded and not args.allow_load
+        ratio = lambda side: ("-" if side not in m else "withheld" if withheld
+                              else f"{m[side] / m['ours']:.2f}x")
+        secs = lambda side: f"{m[side]:.3f}" if side in m else "-"
+        line = (f"{wl.WORKLOADS[name]:<46}{'-' if name == 'vq' else size:>5}{secs('ours'):>9}"
+                f"{secs('twin'):>9}{secs('ref'):>9}{ratio('twin'):>11}{ratio('ref'):>10}"
+                f"{r['compile_s']:>11.1f}")
+        if args.allow_load:
+          other = "?" if r["other"] is None else f"{r['other']:.2f}"
+          line += f"  {other:>11}  {os.getloadavg()[0]:.2f}"
+        print(line, flush=True)
+        print(f"  threads: " + ", ".join(f"{s} {t}" for s, t in r["threads"].items()),
+              flush=True)
+        if withheld:
+          print(f"  ratios withheld: other work kept {r['other']:.2f} cores busy during the "
+                f"runs (over {MAX_LOAD_PER_CORE} per core)", flush=True)
+        summary.append(f"{name}-{size} " + " ".join(
+            f"{s}/ours {ratio(s)}" for s in ("twin", "ref") if s in m))
+  print("versus_torch: " + "; ".join(summary))
   return 0
 
 

@@ -1,7 +1,8 @@
-"""Images from the tokenizer do not depend on where the batch is: one device or 8, batch 32 or
-16 give the same pixels, bit for bit (`decode.images.decode_each`). Decoding the batch at once
-does not: the same codes gave pixels off by one after rounding (the first check says the test
-would see it). In a subprocess: XLA_FLAGS must be set before JAX starts."""
+"""Images from the tokenizer do not depend on where the batch is: one device, 2 or 8, batch 32
+or 16 or 13, an image first or last in its group give the same pixels, bit for bit
+(`decode.images.decode_each`, groups of 4). Decoding the batch at once does not: the same codes
+gave pixels off by one after rounding (the first check says the test would see it). In a
+subprocess: XLA_FLAGS must be set before JAX starts."""
 import textwrap
 from worker import run_worker
 
@@ -25,21 +26,25 @@ WORKER = textwrap.dedent("""
     codes = np.random.default_rng(0).integers(0, 512, (32, 16)).astype(np.int32)
     at_once = jax.jit(lambda t, x: images_lib.to_uint8(t.decode_code(x.reshape(-1, 4, 4))))
 
-    def run(devices, fn, rows=32):
+    def run(devices, fn, rows=32, start=0):
       m = c.mesh.copy_and_resolve_references()
       m.data = devices
       mesh = mesh_lib.make_mesh(m, jax.devices()[:devices])
       rules = rules_lib.make_rules()
       with jax.set_mesh(mesh), rules_lib.axis_rules(rules):
         t = jax.device_put(tok, rules_lib.param_shardings(tok, mesh, rules))
-        x = mesh_lib.global_batch({"c": codes[:rows]}, mesh)["c"]
+        x = mesh_lib.global_batch({"c": codes[start:start + rows]}, mesh)["c"]
         return np.asarray(fn(t, x)).astype(int)
 
     each = images_lib.tokens_to_images
+    one = run(1, each)
     out = {"at_once": int((run(1, at_once) != run(8, at_once)).sum()),
-           "one_vs_eight": int(np.abs(run(1, each) - run(8, each)).max()),
-           "batch_16_vs_32": int(np.abs(run(1, each, 16) - run(1, each)[:16]).max()),
-           "eight_16_vs_32": int(np.abs(run(8, each, 16) - run(8, each)[:16]).max())}
+           "one_vs_two": int(np.abs(one - run(2, each)).max()),
+           "one_vs_eight": int(np.abs(one - run(8, each)).max()),
+           "batch_16_vs_32": int(np.abs(run(1, each, 16) - one[:16]).max()),
+           "eight_16_vs_32": int(np.abs(run(8, each, 16) - one[:16]).max()),
+           # 13 rows from the 4th: each image at another place in its group, a padded group
+           "shifted_13": int(np.abs(run(1, each, 13, 3) - one[3:16]).max())}
     print("RESULT", json.dumps(out))
 """)
 
@@ -47,4 +52,5 @@ WORKER = textwrap.dedent("""
 def test_images_do_not_depend_on_the_placement():
   r = run_worker(WORKER, timeout=600)
   assert r["at_once"] > 0  # the whole-batch decode differs: these codes reach the boundaries
-  assert r["one_vs_eight"] == 0 and r["batch_16_vs_32"] == 0 and r["eight_16_vs_32"] == 0
+  assert r == dict(r, one_vs_two=0, one_vs_eight=0, batch_16_vs_32=0, eight_16_vs_32=0,
+                  shifted_13=0), r

@@ -10,7 +10,14 @@ Inside a decode call the layer loop carries the whole [layers, ...] arrays and e
 its T new slots into them in place (`LayerCache`, `write`): the cache is never sliced into
 per-layer inputs and stacked back as outputs, which would copy all of it at every token
 (docs/performance.md).
+
+A decode call attends to all `max_len` slots it is given (the unfilled ones masked), so a
+decoder that hands it the whole cache reads every slot at every token. `view` is a cache of the
+first slots only (a static length) and `absorb` writes such a view back: the AR decoder runs
+its token loop in chunks, each over the shortest view that holds the slots it fills
+(decode/ar.py).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -39,6 +46,23 @@ class KVCache:
   @property
   def max_len(self) -> int:
     return self.k.shape[2]
+
+  def view(self, length: int) -> "KVCache":
+    """A cache of the first `length` slots (static), the filled ones and their `length`:
+    decode calls on it attend to those slots only. The whole cache when `length` covers it."""
+    if length >= self.max_len:
+      return self
+    return KVCache(self.k[:, :, :length], self.v[:, :, :length], self.length,
+                   self.valid[:, :length])
+
+  def absorb(self, view: "KVCache") -> "KVCache":
+    """This cache with the slots of `view` (from `self.view`, then decoded into) written back
+    over its first ones, and the view's length."""
+    if view.max_len == self.max_len:
+      return view
+    put = lambda full, part, axis: jax.lax.dynamic_update_slice_in_dim(full, part, 0, axis)
+    return KVCache(put(self.k, view.k, 2), put(self.v, view.v, 2), view.length,
+                   put(self.valid, view.valid, 1))
 
 
 class LayerCache(NamedTuple):

@@ -1,0 +1,58 @@
+"""Every script in bench/ runs on a tiny config in a fresh process (none can break unseen), and
+prints the figures it promises."""
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# bench/ files and the test that runs them: the scripts here, the side-by-side's modules in
+# tests/test_bench_versus_torch.py (which runs each side's workers).
+COVERED = {
+    "train_step.py": "test_train_step_runs_tiny",
+    "sample_speed.py": "test_sample_speed_runs_tiny",
+    "versus_torch.py": "test_bench_versus_torch.py",
+    "workloads.py": "test_bench_versus_torch.py",
+    "jax_side.py": "test_bench_versus_torch.py",
+    "torch_side.py": "test_bench_versus_torch.py",
+    "reference_side.py": "test_bench_versus_torch.py",
+}
+
+
+def run_script(*args: str, timeout: int = 600) -> str:
+  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=timeout)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc.stdout
+
+
+def test_every_bench_script_has_a_smoke_test():
+  assert sorted(p.name for p in (REPO / "bench").glob("*.py")) == sorted(COVERED)
+  here = pathlib.Path(__file__).read_text()
+  for test in COVERED.values():
+    assert (f"def {test}(" in here if test.startswith("test_") and not test.endswith(".py")
+            else (REPO / "tests" / test).exists()), test
+
+
+def test_train_step_runs_tiny():
+  out = run_script("bench/train_step.py", "--sizes", "tiny", "--steps", "1", "--matmul", "256")
+  (row,) = re.findall(r"^tiny\s+([\d.]+)M\s+8\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+([\d.]+)\s+"
+                      r"([\d.]+)\s+([\d.]+)%\s+(\w+)$", out, re.M)
+  params, _, step_s, tokens_s, images_s, _, of_matmul, _ = row
+  assert float(params) > 0 and float(step_s) > 0 and float(of_matmul) > 0
+  assert abs(float(images_s) - 8 / float(step_s)) < 0.02 * float(images_s) + 0.1
+  assert "train_step: tiny at" in out
+
+
+def test_sample_speed_runs_tiny():
+  out = run_script("bench/sample_speed.py", "--config", "configs/tiny.py", "--batch-size", "2",
+                   "--steps", "2", "--repeats", "1")
+  assert "grid 4x4" in out, out
+  rows = dict(re.findall(r"^(mar|hybrid|ar) \(.*?\)\s+[\d.]+\s+([\d.]+)\s+[\d.]+\s+[\d.]+x$",
+                         out, re.M))
+  assert sorted(rows) == ["ar", "hybrid", "mar"], out  # the tiny layout runs all three
+  assert all(float(s) > 0 for s in rows.values())
+  assert re.search(r"^MAR step [\d.]+ ms vs one full forward [\d.]+ ms", out, re.M), out
+  assert "sample_speed: fastest" in out
