@@ -39,7 +39,8 @@ from maskgil_jax.models.transformer import Transformer
 from maskgil_jax.parallel import mesh as mesh_lib
 from maskgil_jax.parallel import rules as rules_lib
 from maskgil_jax.training import flops as flops_lib
-from maskgil_jax.training import memory, metrics as metrics_lib, objectives, optim
+from maskgil_jax.parallel import topology as topology_lib
+from maskgil_jax.training import compile_report, metrics as metrics_lib, objectives, optim
 from maskgil_jax.training import remat_choice
 from maskgil_jax.training import state as state_lib, steps, tokenizer_losses
 from maskgil_jax.text import encoder as text_encoder
@@ -264,22 +265,23 @@ def sample_labels(config) -> np.ndarray:
 
 
 def train(config, workdir, *, memory_report: bool = False,
-          profile: tuple[int, int] | None = None) -> dict:
+          profile: tuple[int, int] | None = None, topology=None) -> dict:
   """Train (or resume) `config` in `workdir`; returns {'step', 'metrics', 'stopped'}.
   With `memory_report`, compile the step, print per-device memory, return {'memory': ...}.
-  `profile` (first step, count): trace those steps into `workdir/profile` for TensorBoard."""
+  `profile` (first step, count): trace those steps into `workdir/profile` for TensorBoard.
+  `topology` (parallel/topology.py, with `memory_report`): compile for that TPU slice instead."""
   # 0. checks that need nothing built
-  config = configlib.finalize(config)
+  config = configlib.finalize(topology_lib.configure(config, topology))
   check_config(config)
   if not memory_report:
     workdir = prepare_workdir(workdir)
 
   # 1. mesh and logical-axis rules (the model's activation constraints read them when traced)
-  mesh = mesh_lib.make_mesh(config.mesh)
+  mesh = mesh_lib.make_mesh(config.mesh, topology.devices() if topology else None)
   rules = rules_lib.make_rules(config.mesh.rules.to_dict())
   replicated = NamedSharding(mesh, PartitionSpec())
   cli.notice("mesh %s over %d devices (%s), %d processes", dict(mesh.shape), mesh.size,
-             flops_lib.device_kind(), jax.process_count())
+             mesh.devices.flat[0].device_kind, jax.process_count())
   with jax.set_mesh(mesh), rules_lib.axis_rules(rules):
 
     # 2.-4. the task (model, optimizer, loss, step; frozen networks it reads), the shardings
@@ -292,7 +294,8 @@ def train(config, workdir, *, memory_report: bool = False,
     if config.batch_size % mesh_lib.batch_shards(mesh):
       raise ConfigError(f"config.batch_size: {config.batch_size} does not split over the "
                         f"{mesh_lib.batch_shards(mesh)} data x fsdp shards")
-    key = jax.device_put(jax.random.key(config.seed), replicated)
+    key = (jax.ShapeDtypeStruct((), jax.eval_shape(jax.random.key, 0).dtype, sharding=replicated)
+           if memory_report else jax.device_put(jax.random.key(config.seed), replicated))
     compiled_parts = {}
 
     def compile_step(policy: str | None):
@@ -317,7 +320,7 @@ def train(config, workdir, *, memory_report: bool = False,
       return step
 
     if config.task == "generator" and config.model.remat_policy == "auto":
-      choice = remat_choice.choose(compile_step, remat_choice.device_memory_bytes())
+      choice = remat_choice.choose(compile_step, remat_choice.device_memory_bytes(mesh.devices.flat[0]))
       cli.notice("%s", remat_choice.describe(choice))
       parts = compiled_parts[choice.policy]
     else:
@@ -343,9 +346,13 @@ def train(config, workdir, *, memory_report: bool = False,
       return compiled[shapes]
 
     if memory_report:
-      summary = memory.memory_summary(train_step)
-      print(memory.format_memory(summary, flops_lib.device_kind(), mesh.size))
-      return {"memory": summary, "remat_policy": config.model.remat_policy}
+      result = compile_report.for_mesh(
+          train_step, mesh, "train step", topology=topology, model_flops=task.flops_per_step,
+          remat_policy=config.model.remat_policy, items_per_call=config.batch_size,
+          peak_override=config.log.peak_tflops)
+      print(result.format())
+      return {"memory": result.memory, "remat_policy": config.model.remat_policy,
+              "report": result.as_dict()}
     frozen = jax.device_put(task.frozen, frozen_shardings) if task.frozen is not None else None
     if config.log.sample_every_steps and config.model.get("condition", "class") == "caption":
       logging.warning("log.sample_every_steps: the trainer's sample grids are drawn for class "
@@ -518,6 +525,7 @@ def parser() -> cli.Parser:
                  "config, print per-device memory, exit without training")
   p.add_argument("--profile", metavar="FIRST[:COUNT]", help="trace COUNT steps (default 3) "
                  "from step FIRST into WORKDIR/profile (TensorBoard)")
+  topology_lib.add_flags(p)
   p.add_argument("--compilation-cache", metavar="DIR", help="persistent XLA compilation cache "
                  "folder: a rerun reuses compiled steps")
   return p
@@ -537,7 +545,8 @@ def _main(argv) -> int:
     workdir = prepare_workdir(args.workdir)
     if "://" not in args.workdir:  # a readable log beside the metrics (local workdirs)
       cli.setup_logging(str(workdir), "train")
-  train(config, args.workdir, memory_report=args.memory_report, profile=profile)
+  train(config, args.workdir, memory_report=args.memory_report, profile=profile,
+        topology=topology_lib.from_args(args))
   return 0
 
 

@@ -75,8 +75,13 @@ class Shape(NamedTuple):
 
 
 def platform() -> Platform:
-  """The platform of the default devices (where the jitted call runs)."""
+  """The platform of the devices the call is traced for: the active mesh's (a TPU slice
+  compiled ahead of time from a CPU host, parallel/topology.py) where it differs from the
+  default devices', else the default devices' (where the jitted call runs)."""
   dev = jax.devices()[0]
+  target = getattr(jax.sharding.get_abstract_mesh(), "abstract_device", None)
+  if target is not None and target.platform != dev.platform:
+    return Platform(target.platform)
   if dev.platform in ("gpu", "cuda"):
     version = str(getattr(dev.client, "platform_version", "")).lower()
     cc = getattr(dev, "compute_capability", None)

@@ -16,9 +16,3 @@ def memory_summary(compiled) -> dict[str, float]:
   sizes["total"] = sizes["arguments"] + sizes["outputs"] + sizes["temporaries"] - sizes["aliased"]
   return {k: v / GIB for k, v in sizes.items()}
 
-
-def format_memory(summary: dict[str, float], device_kind: str, num_devices: int) -> str:
-  lines = [f"train step memory per device ({num_devices} x {device_kind}):"]
-  for name in ("arguments", "outputs", "temporaries", "aliased", "code", "total"):
-    lines.append(f"  {name:<12} {summary[name]:9.3f} GiB")
-  return "\n".join(lines)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import jax
 
+from maskgil_jax.parallel import topology
 from maskgil_jax.training import memory
 
 AUTO_ORDER = ("none", "dots_saveable", "dots_with_no_batch_dims_saveable", "nothing_saveable")
@@ -34,11 +35,19 @@ class Choice:
 
 
 def device_memory_bytes(device=None) -> int | None:
-  """Memory of one device: the allocator's limit on accelerators, physical RAM on the host."""
+  """Memory of one device: the allocator's limit on accelerators, physical RAM on the host,
+  and a TPU chip's HBM (parallel/topology.py) for the compile-only devices of a slice compiled
+  from another host (`--topology`), which have no allocator to ask."""
   device = device or jax.local_devices()[0]
-  stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+  try:
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+  except Exception:  # compile-only devices (jax.experimental.topologies) have no runtime
+    stats = None
   if stats and stats.get("bytes_limit"):
     return int(stats["bytes_limit"])
+  chip = topology.for_device_kind(device.device_kind) if device.platform == "tpu" else None
+  if chip is not None:
+    return int(chip.hbm_gib * memory.GIB)
   if device.platform == "cpu":
     try:
       return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
