@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import time
@@ -56,6 +57,8 @@ def cell(config: str, slice_name: str, timeout: int) -> dict:
     if line.startswith("RESULT "):
       return {**out, **json.loads(line[len("RESULT "):])}
   tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+  if "does not fit in a device's memory" in tail:  # memory.DoesNotFit: refused by the compiler
+    return {**out, "fits": False, "refused": tail.removeprefix("error: ")[:300]}
   return {**out, "error": tail[:300]}
 
 
@@ -86,6 +89,12 @@ def markdown(rows: dict, cells) -> str:
     row = rows.get((name, s))
     if row is None:
       lines.append(f"| {name} | {s} | not done | | | | | |")
+    elif "refused" in row:
+      need = re.search(r"needs ([\d.]+) GiB for ([\w ]+) alone", row["refused"])
+      policy = re.search(r"\(remat (\w+)\)", row["refused"])
+      lines.append(f"| {name} | {s} | **no**: XLA needs {need.group(1)} GiB of "
+                   f"{need.group(2).removeprefix('HLO ')} alone | | "
+                   f"{policy.group(1) if policy else '-'} | | | |")
     elif "error" in row and "memory" not in row:
       lines.append(f"| {name} | {s} | error: {row['error'][:80]} | | | | | |")
     else:

@@ -38,9 +38,10 @@ from maskgil_jax.models import vq
 from maskgil_jax.models.transformer import Transformer
 from maskgil_jax.parallel import mesh as mesh_lib
 from maskgil_jax.parallel import rules as rules_lib
-from maskgil_jax.training import flops as flops_lib
 from maskgil_jax.parallel import topology as topology_lib
-from maskgil_jax.training import compile_report, metrics as metrics_lib, objectives, optim
+from maskgil_jax.training import compile_report
+from maskgil_jax.training import flops as flops_lib
+from maskgil_jax.training import memory, metrics as metrics_lib, objectives, optim
 from maskgil_jax.training import remat_choice
 from maskgil_jax.training import state as state_lib, steps, tokenizer_losses
 from maskgil_jax.text import encoder as text_encoder
@@ -320,11 +321,12 @@ def train(config, workdir, *, memory_report: bool = False,
       return step
 
     if config.task == "generator" and config.model.remat_policy == "auto":
-      choice = remat_choice.choose(compile_step, remat_choice.device_memory_bytes(mesh.devices.flat[0]))
+      choice = remat_choice.choose(compile_step,
+                                   remat_choice.device_memory_bytes(mesh.devices.flat[0]))
       cli.notice("%s", remat_choice.describe(choice))
       parts = compiled_parts[choice.policy]
     else:
-      compile_step(None)
+      memory.compile_within_memory(compile_step, None)
       parts = compiled_parts[None]
     (config, task, abstract_state, state_shardings, frozen_shardings, train_step, jitted,
      frozen_abstract, abstract_batch) = parts

@@ -12,7 +12,8 @@ a TPU slice compiled ahead of time (`--topology`, parallel/topology.py):
 - XLA's cost-model time (`optimal_seconds` of the TPU compiler's cost analysis) and the MFU it
   implies. This is an ESTIMATE from a model of the chip, not a measurement: it does not see
   host input, launch overheads or contention, and how far it accounts for communication
-  across chips is the compiler's business. Backends without a cost model (CPU) report none.
+  across chips is the compiler's business. Backends without a cost model (CPU) report none,
+  and the TPU cost model answers a negative number (no time) for multi-slice programs.
 """
 from __future__ import annotations
 
@@ -167,6 +168,7 @@ class Report:
   target: str = ""  # the slice, as topology.describe() says it
   remat_policy: str | None = None
   items_per_call: int | None = None  # images a call trains on or draws
+  raw_seconds: float | None = None  # the cost model's answer where it is no time (<= 0)
 
   @property
   def fits(self) -> bool | None:
@@ -219,6 +221,9 @@ class Report:
                      f"per chip")
       if self.items_per_second_per_chip:
         lines.append(f"  ESTIMATE: {self.items_per_second_per_chip:.1f} images/s per chip")
+    elif self.raw_seconds is not None:
+      lines.append(f"  no cost-model time: XLA's cost model answered {self.raw_seconds:g} s, "
+                   "no time (it gives none for multi-slice programs)")
     else:
       lines.append("  no cost-model time on this backend")
     return "\n".join(lines)
@@ -239,7 +244,8 @@ def report(compiled, what: str, devices: list, *, hbm_bytes: int | None = None,
       xla_flops=float(flops) if flops and flops > 0 else None, model_flops=model_flops,
       collectives=collectives(compiled.as_text()),
       seconds=float(seconds) if seconds and seconds > 0 else None, peak_tflops=peak_tflops,
-      target=target, remat_policy=remat_policy, items_per_call=items_per_call)
+      target=target, remat_policy=remat_policy, items_per_call=items_per_call,
+      raw_seconds=None if seconds is None or seconds > 0 else float(seconds))
 
 
 def for_mesh(compiled, mesh, what: str, *, topology=None, model_flops: float | None = None,
