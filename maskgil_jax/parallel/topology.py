@@ -109,7 +109,8 @@ class Topology:
 
   def devices(self) -> list:
     """Compile-only devices of the whole target (every slice), from libtpu."""
-    return list(_devices(self.libtpu_name, self.chip.megacore, self.num_slices))
+    return list(_devices(self.libtpu_name, self.chip.megacore, self.num_slices,
+                        (*self.shape, 1)[:3] if self.chips < 4 else None))
 
 
 def sizes(chip: Chip) -> list[int]:
@@ -178,13 +179,17 @@ def check_libtpu() -> None:
 
 
 @functools.lru_cache(maxsize=None)
-def _devices(libtpu_name: str, megacore: bool, num_slices: int) -> tuple:
+def _devices(libtpu_name: str, megacore: bool, num_slices: int, host_bounds) -> tuple:
+  """libtpu's compile-only devices; `host_bounds` for slices smaller than a host's default 2x2
+  chips (v5litepod-1), which libtpu refuses otherwise."""
   check_libtpu()
   _quiet_libtpu_env()
   from jax.experimental import topologies
   kw = {"chip_config_name": "megacore"} if megacore else {}
   if num_slices > 1:
     kw["num_slices"] = num_slices
+  if host_bounds:
+    kw["chips_per_host_bounds"] = tuple(host_bounds)
   return tuple(topologies.get_topology_desc(platform="tpu", topology_name=libtpu_name,
                                             **kw).devices)
 

@@ -12,13 +12,14 @@ a TPU slice compiled ahead of time (`--topology`, parallel/topology.py):
 - XLA's cost-model time (`optimal_seconds` of the TPU compiler's cost analysis) and the MFU it
   implies. This is an ESTIMATE from a model of the chip, not a measurement: it does not see
   host input, launch overheads or contention, and how far it accounts for communication
-  across chips is the compiler's business. Backends without a cost model (CPU) report none,
-  and the TPU cost model answers a negative number (no time) for multi-slice programs.
+  across chips is the compiler's business; ops it cannot time at all (`timed_part`) are left
+  out and counted. Backends without a cost model (CPU) report none.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 import re
 
 import numpy as np
@@ -138,6 +139,22 @@ def collectives(hlo_text: str) -> dict[str, dict[str, float]]:
   return out
 
 
+def timed_part(raw: float, at_peak: float) -> tuple[float, int]:
+  """(seconds of the ops the cost model timed, how many it could not) from its negative answer.
+
+  XLA's TPU cost model adds -1 s for each op it cannot time (seen: a cross-slice all-reduce, a
+  Pallas kernel, an attention backward): a step timing 0.1 ms with 12 such ops answers
+  -11.9999 s. The timed part is `raw + k` for the number k of such ops, which the answer does
+  not give beyond its whole seconds; k is taken as the smallest that leaves a time no shorter
+  than the FLOPs take at peak (`at_peak` seconds), exact wherever the timed part is under a
+  second or the step runs above (t - 1) / t of peak.
+  """
+  k = max(math.ceil(-raw), math.ceil(at_peak - raw))
+  if raw + k <= 0:
+    k += 1
+  return raw + k, k
+
+
 def _size(n: float) -> str:
   for unit, scale in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
     if n >= scale:
@@ -168,7 +185,8 @@ class Report:
   target: str = ""  # the slice, as topology.describe() says it
   remat_policy: str | None = None
   items_per_call: int | None = None  # images a call trains on or draws
-  raw_seconds: float | None = None  # the cost model's answer where it is no time (<= 0)
+  raw_seconds: float | None = None  # the cost model's answer, where it is negative
+  untimed_ops: int = 0  # ops the cost model could not time (each counted as -1 s)
 
   @property
   def fits(self) -> bool | None:
@@ -216,14 +234,15 @@ class Report:
     if self.seconds:
       lines.append(f"  ESTIMATE (XLA's cost model, not a measurement): {self.seconds * 1e3:.3g} "
                    f"ms per call")
+      if self.untimed_ops:
+        lines.append(f"    without {self.untimed_ops} op(s) the cost model could not time (it "
+                     f"answered {self.raw_seconds:.6g} s, -1 s for each such op; e.g. "
+                     "collectives across slices)")
       if self.mfu is not None:
         lines.append(f"  ESTIMATE: MFU {100 * self.mfu:.1f}% at {self.peak_tflops:g} TFLOP/s "
                      f"per chip")
       if self.items_per_second_per_chip:
         lines.append(f"  ESTIMATE: {self.items_per_second_per_chip:.1f} images/s per chip")
-    elif self.raw_seconds is not None:
-      lines.append(f"  no cost-model time: XLA's cost model answered {self.raw_seconds:g} s, "
-                   "no time (it gives none for multi-slice programs)")
     else:
       lines.append("  no cost-model time on this backend")
     return "\n".join(lines)
@@ -236,16 +255,19 @@ def report(compiled, what: str, devices: list, *, hbm_bytes: int | None = None,
   """The Report of `compiled`, partitioned over `devices` (a flat list)."""
   costs = cost_analysis(compiled)
   flops = costs.get("flops")
-  seconds = costs.get("optimal_seconds")
+  raw = costs.get("optimal_seconds")
+  seconds, untimed = (float(raw), 0) if raw and raw > 0 else (None, 0)
+  if raw is not None and raw < 0:
+    seconds, untimed = timed_part(float(raw), float(flops or 0.0) / (peak_tflops or 1e18) / 1e12)
   return Report(
       what=what, devices=len(devices), device_kind=devices[0].device_kind,
       memory=memory.memory_summary(compiled),
       hbm_gib=hbm_bytes / memory.GIB if hbm_bytes else None,
       xla_flops=float(flops) if flops and flops > 0 else None, model_flops=model_flops,
       collectives=collectives(compiled.as_text()),
-      seconds=float(seconds) if seconds and seconds > 0 else None, peak_tflops=peak_tflops,
-      target=target, remat_policy=remat_policy, items_per_call=items_per_call,
-      raw_seconds=None if seconds is None or seconds > 0 else float(seconds))
+      seconds=seconds, peak_tflops=peak_tflops, target=target, remat_policy=remat_policy,
+      items_per_call=items_per_call, raw_seconds=float(raw) if untimed else None,
+      untimed_ops=untimed)
 
 
 def for_mesh(compiled, mesh, what: str, *, topology=None, model_flops: float | None = None,
