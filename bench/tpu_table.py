@@ -81,12 +81,27 @@ def plan(configs, slices) -> list[tuple[str, str, str]]:
   return cells
 
 
+def with_estimate(row: dict) -> dict:
+  """A row whose cost-model answer was negative and not yet read back (rows written before
+  `compile_report.timed_part`): its timed part, MFU and images/s filled in."""
+  if row.get("seconds") or row.get("raw_seconds") is None or not row.get("xla_flops"):
+    return row
+  from maskgil_jax.training import compile_report
+  seconds, untimed = compile_report.timed_part(
+      row["raw_seconds"], row["xla_flops"] / (row["peak_tflops"] * 1e12))
+  flops = row.get("model_flops") or row["xla_flops"] * row["devices"]
+  return {**row, "seconds": seconds, "untimed_ops": untimed,
+          "mfu": flops / (seconds * row["devices"] * row["peak_tflops"] * 1e12),
+          "items_per_second_per_chip": row["items_per_call"] / seconds / row["devices"]}
+
+
 def markdown(rows: dict, cells) -> str:
   head = ("| config | slice | fits | GiB per chip (HBM) | remat | est. step (ms) | est. MFU | "
           "est. img/s per chip |\n|---|---|---|---|---|---|---|---|")
   lines = [head]
   for name, _, s in cells:
     row = rows.get((name, s))
+    row = with_estimate(row) if row else row
     if row is None:
       lines.append(f"| {name} | {s} | not done | | | | | |")
     elif "refused" in row:
@@ -98,12 +113,13 @@ def markdown(rows: dict, cells) -> str:
     elif "error" in row and "memory" not in row:
       lines.append(f"| {name} | {s} | error: {row['error'][:80]} | | | | | |")
     else:
-      mfu = f"{100 * row['mfu']:.0f}%" if row.get("mfu") else "-"
+      low, high = ("≥ ", "≤ ") if row.get("untimed_ops") else ("", "")
+      mfu = f"{high}{100 * row['mfu']:.0f}%" if row.get("mfu") else "-"
       ips = row.get("items_per_second_per_chip")
       lines.append(
           f"| {name} | {s} | {'yes' if row['fits'] else '**no**'} | "
           f"{row['memory']['total']:.1f} ({row['hbm_gib']:g}) | {row['remat_policy'] or '-'} | "
-          f"{1e3 * row['seconds']:.0f} | {mfu} | {ips:.1f} |" if row.get("seconds") else
+          f"{low}{1e3 * row['seconds']:.0f} | {mfu} | {high}{ips:.1f} |" if row.get("seconds") else
           f"| {name} | {s} | {'yes' if row['fits'] else '**no**'} | "
           f"{row['memory']['total']:.1f} ({row['hbm_gib']:g}) | {row['remat_policy'] or '-'} | "
           f"- | - | - |")

@@ -146,8 +146,9 @@ def timed_part(raw: float, at_peak: float) -> tuple[float, int]:
   Pallas kernel, an attention backward): a step timing 0.1 ms with 12 such ops answers
   -11.9999 s. The timed part is `raw + k` for the number k of such ops, which the answer does
   not give beyond its whole seconds; k is taken as the smallest that leaves a time no shorter
-  than the FLOPs take at peak (`at_peak` seconds), exact wherever the timed part is under a
-  second or the step runs above (t - 1) / t of peak.
+  than the FLOPs take at peak (`at_peak` seconds). That is exact wherever the timed part is
+  under a second and no FLOP bound pushes k up, and a lower bound always (the report says "at
+  least"): with many untimed ops (a large train step) the FLOPs at peak can decide k alone.
   """
   k = max(math.ceil(-raw), math.ceil(at_peak - raw))
   if raw + k <= 0:
@@ -232,17 +233,20 @@ class Report:
       c = self.collectives[kind]
       lines.append(f"    {kind:<19} {int(c['count']):6d}  {_size(c['bytes'])}")
     if self.seconds:
-      lines.append(f"  ESTIMATE (XLA's cost model, not a measurement): {self.seconds * 1e3:.3g} "
-                   f"ms per call")
+      # with untimed ops the time is a lower bound (the timed part, smallest reading), so the
+      # rates derived from it are upper bounds
+      low, high = ("at least ", "at most ") if self.untimed_ops else ("", "")
+      lines.append(f"  ESTIMATE (XLA's cost model, not a measurement): {low}"
+                   f"{self.seconds * 1e3:.3g} ms per call")
       if self.untimed_ops:
         lines.append(f"    without {self.untimed_ops} op(s) the cost model could not time (it "
                      f"answered {self.raw_seconds:.6g} s, -1 s for each such op; e.g. "
                      "collectives across slices)")
       if self.mfu is not None:
-        lines.append(f"  ESTIMATE: MFU {100 * self.mfu:.1f}% at {self.peak_tflops:g} TFLOP/s "
-                     f"per chip")
+        lines.append(f"  ESTIMATE: MFU {high}{100 * self.mfu:.1f}% at {self.peak_tflops:g} "
+                     f"TFLOP/s per chip")
       if self.items_per_second_per_chip:
-        lines.append(f"  ESTIMATE: {self.items_per_second_per_chip:.1f} images/s per chip")
+        lines.append(f"  ESTIMATE: {high}{self.items_per_second_per_chip:.1f} images/s per chip")
     else:
       lines.append("  no cost-model time on this backend")
     return "\n".join(lines)
