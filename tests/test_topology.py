@@ -224,7 +224,9 @@ def fields(out: str) -> dict:
 
 
 @pytest.mark.parametrize("slices, mesh, target", [
-    ("1", ("--config.mesh.data=1", "--config.mesh.fsdp=-1"), "v5litepod-4 (4 chips, v5e:2x2"),
+    # one slice with the TPU attention kernel: splash, its 17 slots padded to 128, bf16
+    ("1", ("--config.mesh.data=1", "--config.mesh.fsdp=-1", "--config.model.dtype=bfloat16",
+           "--config.model.attention_kernel=pallas"), "v5litepod-4 (4 chips, v5e:2x2"),
     ("2", ("--config.mesh.data=2", "--config.mesh.fsdp=-1", "--config.batch_size=8"),
      "2 x v5litepod-4 (8 chips, v5e:2x2 per slice"),
 ])
