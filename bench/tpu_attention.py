@@ -43,8 +43,7 @@ def attention_shapes(config, chips: int) -> dict:
 def cost_seconds(kernel: ak.Kernel, s: dict, device, backward: bool) -> tuple[float, bool]:
   """(cost-model seconds, whether recovered) of one attention call (forward, and backward
   with `backward`) on `device`. Where the cost model could not time some ops it answers a
-  negative time (`compile_report.timed_part`); the timed part (exact below a second, which one
-  layer's attention is) is used and marked."""
+  negative time (`compile_report.timed_part`); its timed part is used and marked."""
   mesh = jax.sharding.Mesh(np.array([device]), ("data",))
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   q = jax.ShapeDtypeStruct((s["b"], s["t"], s["hq"], s["d"]), jnp.bfloat16, sharding=sharding)
@@ -60,7 +59,7 @@ def cost_seconds(kernel: ak.Kernel, s: dict, device, backward: bool) -> tuple[fl
     fn = jax.grad(loss, (0, 1, 2)) if backward else loss
     compiled = jax.jit(fn).lower(q, kv, kv, km).compile()
   raw = compile_report.cost_analysis(compiled)["optimal_seconds"]
-  return (raw, False) if raw > 0 else (compile_report.timed_part(raw, 0.0)[0], True)
+  return (raw, False) if raw > 0 else (compile_report.timed_part(raw)[0], True)
 
 
 def main(argv=None) -> int:

@@ -84,15 +84,15 @@ def plan(configs, slices) -> list[tuple[str, str, str]]:
 def with_estimate(row: dict) -> dict:
   """A row whose cost-model answer was negative and not yet read back (rows written before
   `compile_report.timed_part`): its timed part, MFU and images/s filled in."""
-  if row.get("seconds") or row.get("raw_seconds") is None or not row.get("xla_flops"):
+  if row.get("raw_seconds") is None:
     return row
   from maskgil_jax.training import compile_report
-  seconds, untimed = compile_report.timed_part(
-      row["raw_seconds"], row["xla_flops"] / (row["peak_tflops"] * 1e12))
-  flops = row.get("model_flops") or row["xla_flops"] * row["devices"]
-  return {**row, "seconds": seconds, "untimed_ops": untimed,
-          "mfu": flops / (seconds * row["devices"] * row["peak_tflops"] * 1e12),
-          "items_per_second_per_chip": row["items_per_call"] / seconds / row["devices"]}
+  seconds, untimed = compile_report.timed_part(row["raw_seconds"])
+  fields = ("what", "devices", "device_kind", "memory", "hbm_gib", "xla_flops", "model_flops",
+            "collectives", "peak_tflops", "target", "remat_policy", "items_per_call")
+  report = compile_report.Report(**{k: row.get(k) for k in fields}, seconds=seconds,
+                                 raw_seconds=row["raw_seconds"], untimed_ops=untimed)
+  return {**row, **report.as_dict()}
 
 
 def markdown(rows: dict, cells) -> str:

@@ -127,12 +127,23 @@ def test_out_of_memory_reads_units():
 
 
 def test_timed_part_of_a_negative_cost_model_answer():
-  # 0.05 ms timed, 12 untimed ops; the FLOPs at peak take less than the timed part
-  seconds, k = compile_report.timed_part(0.00005 - 12, 0.00001)
+  # 0.05 ms timed, 12 untimed ops (-1 s each)
+  seconds, k = compile_report.timed_part(0.00005 - 12)
   assert k == 12 and seconds == pytest.approx(0.00005)
-  # a step the FLOPs alone keep above 1 s: 1.25 s timed, 2 untimed (-0.75 s answered)
-  seconds, k = compile_report.timed_part(-0.75, 1.1)
-  assert k == 2 and seconds == pytest.approx(1.25)
+  seconds, k = compile_report.timed_part(-0.99813)
+  assert k == 1 and seconds == pytest.approx(0.00187)
+
+
+def test_mfu_from_a_lower_bound_is_a_bound_or_nothing():
+  base = dict(what="train step", devices=8, device_kind="TPU v5 lite", memory={"total": 1.0},
+              hbm_gib=16.0, xla_flops=None, collectives=compile_report.collectives(""),
+              peak_tflops=100.0)
+  exact = compile_report.Report(**base, model_flops=8e13, seconds=0.2)
+  assert exact.mfu == pytest.approx(0.5)
+  assert compile_report.Report(**base, model_flops=8e13, seconds=0.2, untimed_ops=3).mfu == (
+      pytest.approx(0.5))
+  # a timed part shorter than the FLOPs at peak: the untimed ops hold the work, no MFU
+  assert compile_report.Report(**base, model_flops=8e13, seconds=0.05, untimed_ops=3).mfu is None
 
 
 # ---- collectives from HLO text ------------------------------------------------------------
