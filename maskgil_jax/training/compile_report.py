@@ -219,13 +219,14 @@ class Report:
     lines = [f"{self.what} memory per device, compiled for {target}"]
     if self.remat_policy:
       lines.append(f"  remat policy {self.remat_policy}")
-    have = f" of {self.hbm_gib:.2f} GiB HBM" if self.hbm_gib else ""
+    memory_kind = " HBM" if "tpu" in self.device_kind.lower() else " device memory"
+    have = f" of {self.hbm_gib:.2f} GiB{memory_kind}" if self.hbm_gib else ""
     lines.append(f"  per chip{have}:")
     for name in ("arguments", "outputs", "temporaries", "aliased", "total"):
       lines.append(f"    {name:<12} {self.memory[name]:9.3f} GiB")
     if self.fits is not None:
       verdict = "fits" if self.fits else "does NOT fit"
-      lines.append(f"    -> {verdict} ({100 * self.memory['total'] / self.hbm_gib:.0f}% of HBM)")
+      lines.append(f"    -> {verdict} ({100 * self.memory['total'] / self.hbm_gib:.0f}%)")
     if self.xla_flops:
       lines.append(f"  FLOPs per chip per call (XLA, remat included): {self.xla_flops:.4g}")
     if self.model_flops:
