@@ -15,6 +15,9 @@ JAX = "jax>=0.10,<0.11"  # the accelerator extras pin the same JAX as the core
 TORCH = "torch>=2.4"  # reading PyTorch .pt/.pth files (LlamaGen weights, Inception .pth)
 TENSORFLOW = ["tensorflow-cpu>=2.20,<2.22"]  # TFDS dataset preparation (tfds build)
 APP = ["gradio>=6,<7"]  # the web demo (python -m maskgil_jax.app); 6.31 tested
+# The TPU compiler, for compiling for a TPU slice on a host without one (`--memory-report
+# --topology v5p-64`, parallel/topology.py): the build jax[tpu] 0.10.2 pins (0.0.42.*), tested.
+LIBTPU = ["libtpu==0.0.42.1"]
 
 # Name, version, licence, Python version and URLs are in pyproject.toml (PEP 621); what is
 # computed (requirements from requirements.txt, the extras, the package layout) stays here.
@@ -30,6 +33,7 @@ setup(
         "torch": [TORCH],
         "tfds": TENSORFLOW,
         "app": APP,
+        "tpu-compile": LIBTPU,
         # What the tests need, pinned to what they are known to pass with: pytest 8 and 9
         # (9.2.0 measured); torch 2.13.0, the CPU build the reference fixtures were made with
         # (an open range pulls a multi-GB CUDA build where no local wheel exists); TensorFlow
@@ -37,8 +41,10 @@ setup(
         # demo and Playwright's Python package for the browser test (it drives the system's
         # Chromium, never a downloaded one).
         # nbclient runs the quickstart notebook top to bottom. setuptools >= 77 (pyproject.toml's
-        # licence field) for the packaging test's wheel built without build isolation.
-        "test": ["pytest>=8,<10", "setuptools>=77", "torch==2.13.0", *TENSORFLOW, *APP, "playwright>=1.49,<2",
-                 "nbclient>=0.10,<0.11", "nbformat>=5.9,<6", "ipykernel>=6.29,<8"],
+        # licence field) for the packaging test's wheel built without build isolation; libtpu
+        # compiles the tiny model for TPU slices (tests/test_topology.py).
+        "test": ["pytest>=8,<10", "setuptools>=77", "torch==2.13.0", *TENSORFLOW, *APP,
+                 "playwright>=1.49,<2", "nbclient>=0.10,<0.11", "nbformat>=5.9,<6",
+                 "ipykernel>=6.29,<8", *LIBTPU],
     },
 )

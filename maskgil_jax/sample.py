@@ -54,6 +54,7 @@ from tqdm import tqdm
 from maskgil_jax import cli, configlib
 from maskgil_jax.configlib.load import apply_override
 from maskgil_jax.decode import METHODS, DecodeSettings, captioned_grid, image_grid, write_png
+from maskgil_jax.decode import report as decode_report
 from maskgil_jax.decode import sampling
 from maskgil_jax.evaluation.image_sets import NpzImages
 from maskgil_jax.evaluation.sample_store import SETTINGS_FILE, SampleStore
@@ -61,6 +62,7 @@ from maskgil_jax.models.conditions import Caption
 from maskgil_jax.models.vq import TokenizerSpec
 from maskgil_jax.parallel.mesh import (BATCH_AXES, batch_sharding, batch_shards, global_batch,
                                        initialize_distributed, make_mesh)
+from maskgil_jax.parallel import topology
 from maskgil_jax.parallel.pump import local_rows, pump
 from maskgil_jax.parallel.rules import make_rules
 from maskgil_jax.loading import checkpoint_id, path_id, resolve_config
@@ -79,7 +81,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str], list[str]]:
                  override_prefixes=("ar-config",),
                  usage="[--config CONFIG] --ckpt CKPT --decode {mar,ar,hybrid} [--labels 1,2,3 "
                        "| --per-class N | --prompt TEXT] [options] --out DIR")
-  p.add_argument("--ckpt", required=True, help="our checkpoint folder, or a PyTorch GPT file")
+  p.add_argument("--ckpt", help="our checkpoint folder, or a PyTorch GPT file (required but "
+                 "with --memory-report)")
   p.add_argument("--decode", choices=METHODS, default="mar")
   labels = p.add_mutually_exclusive_group()
   labels.add_argument("--labels", help="comma-separated class ids (default: classes 0..7)")
@@ -110,11 +113,17 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str], list[str]]:
   p.add_argument("--tokens-only", action="store_true", help="no images, no tokenizer needed")
   p.add_argument("--height", type=int, help="image height in pixels (default: the config's)")
   p.add_argument("--width", type=int, help="image width in pixels (default: the config's)")
-  p.add_argument("--out", required=True, help="output folder (an interrupted set of the same "
-                 "settings is resumed)")
+  p.add_argument("--out", help="output folder (an interrupted set of the same settings is "
+                 "resumed; required but with --memory-report)")
+  p.add_argument("--memory-report", action="store_true", help="compile one batch's decode "
+                 "without weights, print memory, FLOPs, collectives and cost estimate, exit")
+  topology.add_flags(p)
   p.add_argument("--overwrite", action="store_true", help="start a new set in an --out that "
                  "holds other files or another set (they are deleted)")
   args = p.parse(argv)
+  for flag in ("ckpt", "out"):
+    if not args.memory_report and not getattr(args, flag):
+      p.error(f"the following argument is required: --{flag}")
   return args, args.config_overrides, args.ar_config_overrides
 
 
@@ -247,6 +256,9 @@ def settings_record(args, config, ar_config, method: str, labels: np.ndarray, ck
 
 def _main(argv=None) -> int:
   args, overrides, ar_overrides = parse_args(argv)
+  if args.memory_report:
+    print(decode_report.from_flags(args, overrides).format())
+    return 0
   start = time.time()
   initialize_distributed("auto")  # before any device is touched; a no-op on one process
   summary = run(args, overrides, ar_overrides)

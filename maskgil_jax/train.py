@@ -11,6 +11,7 @@ import jax
 
 from maskgil_jax import cli, configlib
 from maskgil_jax.parallel import mesh as mesh_lib
+from maskgil_jax.parallel import topology as topology_lib
 from maskgil_jax.training.trainer import check_config, prepare_workdir, train
 
 
@@ -36,6 +37,7 @@ def parser() -> cli.Parser:
                  "config, print per-device memory, exit without training")
   p.add_argument("--profile", metavar="FIRST[:COUNT]", help="trace COUNT steps (default 3) "
                  "from step FIRST into WORKDIR/profile (TensorBoard)")
+  topology_lib.add_flags(p)
   p.add_argument("--compilation-cache", metavar="DIR", help="persistent XLA compilation cache "
                  "folder: a rerun reuses compiled steps")
   return p
@@ -44,6 +46,7 @@ def parser() -> cli.Parser:
 def _main(argv) -> int:
   args = parser().parse(argv)
   profile = parse_profile(args.profile)
+  topology = topology_lib.from_args(args)  # a bad slice name before any work
   config = cli.load_config(args)
   check_config(configlib.finalize(config))  # a bad field is reported before anything is created
   if args.compilation_cache:
@@ -53,7 +56,8 @@ def _main(argv) -> int:
     workdir = prepare_workdir(args.workdir)
     if "://" not in args.workdir:  # a readable log beside the metrics (local workdirs)
       cli.setup_logging(str(workdir), "train")
-  train(config, args.workdir, memory_report=args.memory_report, profile=profile)
+  train(config, args.workdir, memory_report=args.memory_report, profile=profile,
+        topology=topology)
   return 0
 
 

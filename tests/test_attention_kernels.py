@@ -98,9 +98,33 @@ def test_splash_gradients_equal_xla():
     np.testing.assert_allclose(g, w, atol=5e-5, rtol=0)
 
 
+@pytest.mark.parametrize("t", [257, 376])  # 1 class slot + 16x16; 120 caption slots + 16x16
+@pytest.mark.parametrize("mode", ["causal", "bidirectional"])
+@pytest.mark.parametrize("padded", [False, True], ids=["full", "caption_padding"])
+def test_splash_padded_to_128_equals_xla(t, mode, padded):
+  """A length off the 128 grid is padded: the real rows equal XLA's, the output keeps T rows."""
+  q, k, v = qkv(t=t)
+  mask = mask_of(mode, t, padded)
+  out = splash(q, k, v, mask)
+  assert out.shape == q.shape
+  assert_valid_rows_close(out, xla(q, k, v, mask), mask)
+
+
+def test_splash_padded_gradients_equal_xla():
+  q, k, v = qkv(t=257)
+  mask = mask_of("bidirectional", 257, False)
+  loss = lambda f: (lambda q, k, v: jnp.sum(f(q, k, v, mask) ** 2))
+  got = jax.jit(jax.grad(loss(lambda *a: ak.splash_attention(*a, interpret=True)), (0, 1, 2)))(
+      q, k, v)
+  want = jax.jit(jax.grad(loss(attend), (0, 1, 2)))(q, k, v)
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, atol=5e-5, rtol=0)
+
+
 def test_splash_blocks_and_segment_ids():
-  assert [ak.splash_block(t, t) for t in (128, 256, 384, 1024, 257, 376)] == [
-      128, 256, 128, 512, None, None]
+  assert [ak.splash_block(t, t) for t in (128, 256, 384, 1024, 257, 376, 1)] == [
+      128, 256, 128, 512, 128, 128, 128]
+  assert [ak.splash_length(t) for t in (128, 257, 376, 1024)] == [128, 384, 384, 1024]
   assert ak.splash_block(256, 128) is None  # full self-attention only
   seg = ak.splash_segment_ids(left_padded(6, (2, 0)))
   np.testing.assert_array_equal(seg, [[1, 2, 0, 0, 0, 0], [0] * 6])
@@ -161,7 +185,9 @@ def test_auto_runs_xla_on_this_cpu():
     (H100, ak.Shape(256, 256, 192, "bfloat16"), "cudnn"),
     (ak.Platform("tpu"), shape(dtype="float32"), "pallas"),
     (ak.Platform("tpu"), shape(masked=True), "pallas"),
-    (ak.Platform("tpu"), shape(t=257), "xla"),  # 1 class slot + 16x16 tokens: no 128 tile
+    (ak.Platform("tpu"), shape(t=257), "pallas"),  # 1 class slot + 16x16, padded to 384
+    (ak.Platform("tpu"), shape(t=376, masked=True), "pallas"),  # 120 caption slots + 16x16
+    (ak.Platform("tpu"), shape(t=129), "xla"),  # padding to 256 would double the work
     (ak.Platform("tpu"), shape(dropout=True), "xla"),
     (ak.Platform("tpu"), shape(t=1, decode=True), "xla"),
     (ak.Platform("cpu"), shape(), "xla"),
@@ -188,7 +214,7 @@ def test_auto_fallback_is_logged(monkeypatch, caplog):
     ("cudnn", V100, shape(), "compute capability 8.0"),
     ("cudnn", H100, shape(dtype="float32"), "float16 or bfloat16"),
     ("pallas", ak.Platform("cpu"), shape(), "needs a TPU"),
-    ("pallas", ak.Platform("tpu"), shape(t=257), "multiples of 128"),
+    ("pallas", ak.Platform("tpu"), ak.Shape(256, 128, 64, "bfloat16"), "equal query and key"),
     ("flash", H100, shape(), "one of"),
 ])
 def test_explicit_kernel_that_cannot_run_is_refused_naming_the_field(requested, plat, shp, why):

@@ -13,8 +13,8 @@ few) queries against S cache slots: the scores are [B, H, T, S] with T small, th
 by reading the cache, which XLA's fused dot already does at memory speed, and neither kernel
 takes its mask in a form that fits: cuDNN's causal mask is aligned to the top-left corner
 (query i sees keys <= i), where a decode query at slot `start + i` must see keys <= start + i,
-so the mask would go as a dense bias; splash attention needs both lengths to be multiples of
-128.
+so the mask would go as a dense bias; splash attention runs self-attention (equal lengths),
+padded up to a multiple of 128 slots.
 
 Every kernel receives the mask as a `masks.AttentionMask` and builds the form it accepts:
 XLA the dense boolean mask, cuDNN `is_causal` plus a padding mask (`cudnn_mask`), splash a
@@ -41,6 +41,12 @@ log = logging.getLogger(__name__)
 FIELD = "config.model.attention_kernel"
 PREFERRED = {"nvidia": "cudnn", "tpu": "pallas"}  # what 'auto' tries on each platform
 SPLASH_BLOCKS = (512, 256, 128)  # splash tiles tried, largest first (multiples of 128 lanes)
+SPLASH_LANES = 128  # splash lengths are multiples of this; others are padded up to one
+# 'auto' pads for splash only where the padded length is at most this much longer (the padded
+# work is wasted): by XLA's TPU cost model for a v5e chip (bench/tpu_attention.py,
+# docs/performance.md) splash padded from 257 to 384 slots (49% longer) still beats XLA's
+# attention for every MaskGIL size, forward and backward, and from 376 to 384 by 1.2-1.4x
+SPLASH_AUTO_MAX_PADDING = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +81,13 @@ class Shape(NamedTuple):
 
 
 def platform() -> Platform:
-  """The platform of the default devices (where the jitted call runs)."""
+  """The platform of the devices the call is traced for: the active mesh's (a TPU slice
+  compiled ahead of time from a CPU host, parallel/topology.py) where it differs from the
+  default devices', else the default devices' (where the jitted call runs)."""
   dev = jax.devices()[0]
+  target = getattr(jax.sharding.get_abstract_mesh(), "abstract_device", None)
+  if target is not None and target.platform != dev.platform:
+    return Platform(target.platform)
   if dev.platform in ("gpu", "cuda"):
     version = str(getattr(dev.client, "platform_version", "")).lower()
     cc = getattr(dev, "compute_capability", None)
@@ -114,8 +125,18 @@ def shape_refusal(kernel: str, plat: Platform, shape: Shape) -> str | None:
     return (f"a padding mask reaches cuDNN as a bias, which needs even sequence lengths "
             f"(T={shape.t}, S={shape.s})")
   if kernel == "pallas" and splash_block(shape.t, shape.s) is None:
-    return (f"splash attention needs equal query and key lengths that are multiples of 128 "
-            f"(T={shape.t}, S={shape.s})")
+    return (f"splash attention runs self-attention, equal query and key lengths (T={shape.t}, "
+            f"S={shape.s})")
+  return None
+
+
+def splash_padding_refusal(shape: Shape) -> str | None:
+  """Why 'auto' does not pad this call for splash: more padding than SPLASH_AUTO_MAX_PADDING."""
+  padded = splash_length(shape.t)
+  if padded > shape.t * (1 + SPLASH_AUTO_MAX_PADDING):
+    return (f"splash attention would pad {shape.t} slots to {padded}, "
+            f"{100 * (padded / shape.t - 1):.0f}% more work than "
+            f"{100 * SPLASH_AUTO_MAX_PADDING:.0f}% allows")
   return None
 
 
@@ -138,6 +159,8 @@ def choose(requested: str, plat: Platform, shape: Shape) -> tuple[Kernel, str | 
   if requested == "xla" or shape.decode or preferred is None:
     return XLA, None
   why = shape_refusal(preferred, plat, shape)
+  if not why and preferred == "pallas":
+    why = splash_padding_refusal(shape)
   if why:
     return XLA, f"attention_kernel 'auto' runs XLA attention instead of {preferred}: {why}"
   return Kernel(preferred, plat.interpret), None
@@ -183,12 +206,17 @@ def cudnn_attention(q, k, v, mask: masks.AttentionMask, implementation: str = "c
 
 
 # ---- Pallas splash attention (TPU) --------------------------------------------------------
+def splash_length(t: int) -> int:
+  """The length splash runs a sequence of `t` slots at: the next multiple of 128."""
+  return -(-t // SPLASH_LANES) * SPLASH_LANES
+
+
 def splash_block(t: int, s: int) -> int | None:
-  """The largest tile of SPLASH_BLOCKS that divides both lengths (which must be equal: the
-  kernel runs full self-attention here), or None where none does."""
+  """The largest tile of SPLASH_BLOCKS that divides the (padded) length, or None where the
+  lengths differ (the kernel runs full self-attention here)."""
   if t != s:
     return None
-  return next((b for b in SPLASH_BLOCKS if t % b == 0), None)
+  return next(b for b in SPLASH_BLOCKS if splash_length(t) % b == 0)
 
 
 def splash_segment_ids(key_mask):
@@ -210,19 +238,31 @@ def splash_attention(q, k, v, mask: masks.AttentionMask, *, interpret: bool = Fa
   """Splash attention of q [B, T, Hq, D], k/v [B, S, Hkv, D]; grouped KV heads go to the kernel
   as they are (it maps each query head to its group's key head itself).
 
-  The kernel does not scale the scores, so q is scaled by 1/sqrt(D) first (in fp32). The kernel
+  The kernel does not scale the scores, so q is scaled by 1/sqrt(D) first (in fp32). A length
+  that is not a multiple of 128 (257 class-conditional slots, 376 caption ones) is padded up to
+  one: the padded slots are keys of their own segment (no real query sees them, as hidden
+  caption slots) and their query rows are dropped, so the real rows are exact. The kernel
   package is imported here: no other path needs it.
   """
   from jax.experimental.pallas.ops.tpu import splash_attention as splash
 
   block = splash_block(mask.t, mask.s)
   if mask.mode == "decode" or block is None:
-    raise ValueError(f"splash attention runs full sequences of a multiple of 128 slots, not "
-                     f"mode {mask.mode!r} with T={mask.t}, S={mask.s}")
+    raise ValueError(f"splash attention runs full self-attention sequences, not mode "
+                     f"{mask.mode!r} with T={mask.t}, S={mask.s}")
+  t, length = mask.t, splash_length(mask.t)
+  key_mask = mask.key_mask
+  if length != t:
+    pad = lambda a: jnp.pad(a, ((0, 0), (0, length - t), (0, 0), (0, 0)))
+    q, k, v = pad(q), pad(k), pad(v)
+    valid = (jnp.ones((q.shape[0], t), bool) if key_mask is None
+             else key_mask.astype(bool))
+    key_mask = jnp.pad(valid, ((0, 0), (0, length - t)))  # padded slots hidden
+
   sizes = splash.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
                             block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
                             block_q_dq=block, block_kv_dq=block)
-  static = (splash.CausalMask if mask.mode == "causal" else splash.FullMask)((mask.t, mask.s))
+  static = (splash.CausalMask if mask.mode == "causal" else splash.FullMask)((length, length))
   q = (q.astype(jnp.float32) / np.sqrt(q.shape[-1])).astype(q.dtype)
   q, k, v = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))  # [B, heads, length, D]
 
@@ -235,8 +275,8 @@ def splash_attention(q, k, v, mask: masks.AttentionMask, *, interpret: bool = Fa
     return jax.vmap(lambda q, k, v, s: kernel(q, k, v, segment_ids=splash.SegmentIds(s, s)))(
         q, k, v, seg[0])
 
-  seg = () if mask.key_mask is None else (splash_segment_ids(mask.key_mask),)
-  return jnp.swapaxes(_per_shard(local, q, k, v, seg), 1, 2)
+  seg = () if key_mask is None else (splash_segment_ids(key_mask),)
+  return jnp.swapaxes(_per_shard(local, q, k, v, seg), 1, 2)[:, :t]
 
 
 def _per_shard(fn, q, k, v, seg: tuple):

@@ -5,7 +5,11 @@ compute; it is only worth it when the saved activations would not fit. 'auto' co
 train step with each policy in `AUTO_ORDER` (least recomputation first) and keeps the first whose
 per-device peak (XLA's memory analysis, training/memory.py) fits in `MEMORY_SHARE` of the
 device's memory, so a step is compiled once in the common case and a few times at most. Nothing
-runs. If none fits, the last (least memory) is used and the trainer says so.
+runs. The memory is that of the devices the step is compiled for: this host's, or the target
+chip's HBM when compiling for a TPU slice from another host (`--topology`); a policy the TPU
+compiler refuses as larger than HBM counts as not fitting. If none fits, the last (least
+memory) is used and the trainer says so, or, where the compiler refuses even that one,
+`memory.DoesNotFit` says what to change.
 
 An explicit policy skips all this. Code that builds a model from a config with 'auto' without
 the trainer (inference, tools) gets `models.remat.AUTO_FALLBACK`, today's safe choice.
@@ -18,6 +22,7 @@ from collections.abc import Callable
 
 import jax
 
+from maskgil_jax.parallel import topology
 from maskgil_jax.training import memory
 
 AUTO_ORDER = ("none", "dots_saveable", "dots_with_no_batch_dims_saveable", "nothing_saveable")
@@ -34,11 +39,19 @@ class Choice:
 
 
 def device_memory_bytes(device=None) -> int | None:
-  """Memory of one device: the allocator's limit on accelerators, physical RAM on the host."""
+  """Memory of one device: the allocator's limit on accelerators, physical RAM on the host,
+  and a TPU chip's HBM (parallel/topology.py) for the compile-only devices of a slice compiled
+  from another host (`--topology`), which have no allocator to ask."""
   device = device or jax.local_devices()[0]
-  stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+  try:
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+  except Exception:  # compile-only devices (jax.experimental.topologies) have no runtime
+    stats = None
   if stats and stats.get("bytes_limit"):
     return int(stats["bytes_limit"])
+  chip = topology.for_device_kind(device.device_kind) if device.platform == "tpu" else None
+  if chip is not None:
+    return int(chip.hbm_gib * memory.GIB)
   if device.platform == "cpu":
     try:
       return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -56,8 +69,17 @@ def choose(compile_with: Callable[[str], object], available: int | None) -> Choi
   order = AUTO_ORDER if have is not None or jax.default_backend() == "cpu" else AUTO_ORDER[-1:]
   tried = []
   for policy in order:
-    compiled = compile_with(policy)
     tried.append(policy)
+    if policy == order[-1]:  # the least memory: compiled, or DoesNotFit saying so
+      compiled = memory.compile_within_memory(compile_with, policy,
+                                              what=f"the train step (remat {policy})")
+    else:
+      try:
+        compiled = compile_with(policy)
+      except Exception as e:  # the TPU compiler refuses a program larger than HBM
+        if memory.out_of_memory(e) is None:
+          raise
+        continue
     try:
       need = memory.memory_summary(compiled)["total"]
     except RuntimeError:

@@ -27,7 +27,8 @@ from maskgil_jax.parallel import mesh as mesh_lib
 from maskgil_jax.parallel import rules as rules_lib
 from maskgil_jax.training import flops as flops_lib
 from maskgil_jax.training import memory, metrics as metrics_lib, optim
-from maskgil_jax.training import remat_choice
+from maskgil_jax.parallel import topology as topology_lib
+from maskgil_jax.training import compile_report, remat_choice
 from maskgil_jax.training import state as state_lib
 from maskgil_jax.training.tasks import Task, generator_task, tokenizer_task
 
@@ -194,9 +195,11 @@ def _abstract_batch(spec: dict, sharding) -> dict:
           for k, (shape, dtype) in spec.items()}
 
 
-def compile_step(config, mesh, rules, tokenizer, t5, policy: str | None = None) -> CompiledStep:
+def compile_step(config, mesh, rules, tokenizer, t5, policy: str | None = None, *,
+                 abstract_key: bool = False) -> CompiledStep:
   """The task of `config` (remat_policy `policy` when given) and its step compiled on `mesh`:
-  state, batch and frozen networks placed by the logical-axis rules, the state donated."""
+  state, batch and frozen networks placed by the logical-axis rules, the state donated.
+  `abstract_key`: the RNG key as a shape only (a compile-only target: nothing is placed)."""
   if policy is not None:
     config = config.copy_and_resolve_references()
     config.model.remat_policy = policy
@@ -204,7 +207,8 @@ def compile_step(config, mesh, rules, tokenizer, t5, policy: str | None = None) 
       config, tokenizer, t5)
   replicated = NamedSharding(mesh, PartitionSpec())
   batch_sharding = mesh_lib.batch_sharding(mesh)
-  key = jax.device_put(jax.random.key(config.seed), replicated)
+  key = (jax.ShapeDtypeStruct((), jax.eval_shape(jax.random.key, 0).dtype, sharding=replicated)
+         if abstract_key else jax.device_put(jax.random.key(config.seed), replicated))
   abstract_state, state_shardings = state_lib.abstract_sharded(task.init, mesh, rules)
   frozen_shardings = (rules_lib.param_shardings(task.frozen, mesh, rules)
                       if task.frozen is not None else None)
@@ -220,27 +224,38 @@ def compile_step(config, mesh, rules, tokenizer, t5, policy: str | None = None) 
                       {_shape_key(abstract_batch): step})
 
 
-def compile_fitting(config, mesh, rules, tokenizer, t5) -> CompiledStep:
+def compile_fitting(config, mesh, rules, tokenizer, t5, abstract_key: bool = False) -> CompiledStep:
   """`compile_step`, with remat_policy 'auto' resolved to the least recomputation whose
-  compiled step fits in device memory (training/remat_choice.py)."""
+  compiled step fits in the memory of the mesh's devices (training/remat_choice.py; a TPU
+  slice's chips under --topology); the compiler's refusal of a program larger than memory is
+  one error line saying what to change."""
   if config.task != "generator" or config.model.remat_policy != "auto":
-    return compile_step(config, mesh, rules, tokenizer, t5)
+    return memory.compile_within_memory(
+        lambda: compile_step(config, mesh, rules, tokenizer, t5, abstract_key=abstract_key))
   made = {}
 
   def attempt(policy):
-    made[policy] = compile_step(config, mesh, rules, tokenizer, t5, policy)
+    made[policy] = compile_step(config, mesh, rules, tokenizer, t5, policy,
+                                abstract_key=abstract_key)
     return made[policy].first
 
-  choice = remat_choice.choose(attempt, remat_choice.device_memory_bytes())
+  choice = remat_choice.choose(attempt, remat_choice.device_memory_bytes(mesh.devices.flat[0]))
   cli.notice("%s", remat_choice.describe(choice))
   return made[choice.policy]  # the policies not chosen are dropped
 
 
-def report_memory(compiled: CompiledStep, mesh) -> dict:
-  """The `--memory-report`: per-device memory of the compiled step, printed and returned."""
-  summary = memory.memory_summary(compiled.first)
-  print(memory.format_memory(summary, flops_lib.device_kind(), mesh.size))
-  return {"memory": summary, "remat_policy": compiled.config.model.remat_policy}
+def report_memory(compiled: CompiledStep, mesh, topology=None) -> dict:
+  """The `--memory-report`: per-device memory of the compiled step against the device's
+  memory, FLOPs, collectives and (on a TPU target) the cost model's time, printed and returned
+  (training/compile_report.py)."""
+  config = compiled.config
+  result = compile_report.for_mesh(
+      compiled.first, mesh, "train step", topology=topology,
+      model_flops=compiled.task.flops_per_step, remat_policy=config.model.remat_policy,
+      items_per_call=config.batch_size, peak_override=config.log.peak_tflops)
+  print(result.format())
+  return {"memory": result.memory, "remat_policy": config.model.remat_policy,
+          "report": result.as_dict()}
 
 
 def place_frozen(compiled: CompiledStep, tokenizer, mesh, rules):
@@ -371,22 +386,23 @@ def run_loop(run: Run, state, start: int, profile) -> tuple[int, dict, str, tupl
 
 
 def train(config, workdir, *, memory_report: bool = False,
-          profile: tuple[int, int] | None = None) -> dict:
+          profile: tuple[int, int] | None = None, topology=None) -> dict:
   """Train (or resume) `config` in `workdir`; returns {'step', 'metrics', 'stopped'}.
   With `memory_report`, compile the step, print per-device memory, return {'memory': ...}.
-  `profile` (first step, count): trace those steps into `workdir/profile` for TensorBoard."""
+  `profile` (first step, count): trace those steps into `workdir/profile` for TensorBoard.
+  `topology` (parallel/topology.py, with `memory_report`): compile for that TPU slice instead."""
   # 0. checks that need nothing built
-  config = configlib.finalize(config)
+  config = configlib.finalize(topology_lib.configure(config, topology))
   check_config(config)
   if not memory_report:
     workdir = prepare_workdir(workdir)
 
   # 1. mesh and logical-axis rules (the model's activation constraints read them when traced)
-  mesh = mesh_lib.make_mesh(config.mesh)
+  mesh = mesh_lib.make_mesh(config.mesh, topology.devices() if topology else None)
   rules = rules_lib.make_rules(config.mesh.rules.to_dict())
   replicated = NamedSharding(mesh, PartitionSpec())
   cli.notice("mesh %s over %d devices (%s), %d processes", dict(mesh.shape), mesh.size,
-             flops_lib.device_kind(), jax.process_count())
+             mesh.devices.flat[0].device_kind, jax.process_count())
   with jax.set_mesh(mesh), rules_lib.axis_rules(rules):
 
     # 2.-4. the frozen networks the step reads, the task (model, optimizer, loss, step) and
@@ -397,9 +413,9 @@ def train(config, workdir, *, memory_report: bool = False,
     if config.batch_size % mesh_lib.batch_shards(mesh):
       raise ConfigError(f"config.batch_size: {config.batch_size} does not split over the "
                         f"{mesh_lib.batch_shards(mesh)} data x fsdp shards")
-    compiled = compile_fitting(config, mesh, rules, tokenizer, t5)
+    compiled = compile_fitting(config, mesh, rules, tokenizer, t5, abstract_key=memory_report)
     if memory_report:
-      return report_memory(compiled, mesh)
+      return report_memory(compiled, mesh, topology)
     config = compiled.config
     frozen, tokenizer = place_frozen(compiled, tokenizer, mesh, rules)
     warn_about_samples(config, tokenizer, compiled.task)
