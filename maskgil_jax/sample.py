@@ -54,7 +54,6 @@ from tqdm import tqdm
 from maskgil_jax import cli, configlib
 from maskgil_jax.configlib.load import apply_override
 from maskgil_jax.decode import METHODS, DecodeSettings, captioned_grid, image_grid, write_png
-from maskgil_jax.decode import report as decode_report
 from maskgil_jax.decode import sampling
 from maskgil_jax.evaluation.image_sets import NpzImages
 from maskgil_jax.evaluation.sample_store import SETTINGS_FILE, SampleStore
@@ -64,9 +63,11 @@ from maskgil_jax.parallel.mesh import (BATCH_AXES, batch_sharding, batch_shards,
                                        initialize_distributed, make_mesh)
 from maskgil_jax.parallel import topology
 from maskgil_jax.parallel.pump import local_rows, pump
+from maskgil_jax.training import decode_report
 from maskgil_jax.parallel.rules import make_rules
 from maskgil_jax.loading import checkpoint_id, path_id, resolve_config
-from maskgil_jax.pipeline import DECODE_FIELDS, Pipeline, check_ar_half, check_seed, sample_keys
+from maskgil_jax.pipeline import (DECODE_FIELDS, Pipeline, check_ar_half, check_seed,
+                                  decode_settings, sample_keys)
 from maskgil_jax.text.prompts import check_condition, read_prompts
 
 GRID_IMAGES = 64
@@ -257,7 +258,7 @@ def settings_record(args, config, ar_config, method: str, labels: np.ndarray, ck
 def _main(argv=None) -> int:
   args, overrides, ar_overrides = parse_args(argv)
   if args.memory_report:
-    print(decode_report.from_flags(args, overrides).format())
+    print(memory_report(args, overrides).format())
     return 0
   start = time.time()
   initialize_distributed("auto")  # before any device is touched; a no-op on one process
@@ -375,6 +376,20 @@ def run(args, overrides, ar_overrides) -> str:
   return (f"{len(labels)} {what} ({args.decode}, w {config.decode.cfg_scale:g}, "
           f"temperature {config.decode.temperature:g}, seed {args.seed}; {generated} generated "
           f"now on {jax.device_count()} devices, {len(labels) - generated} stored before)")
+
+
+def memory_report(args, overrides):
+  """The report `--memory-report` asks for (training/decode_report.py): the config of
+  `--config` (or of `--ckpt`'s checkpoint), the decode flags over `config.decode`, the batch
+  of `--batch-size`, the slice of `--topology` / `--num-slices`."""
+  if not args.config and not args.ckpt:
+    raise cli.UsageError("--memory-report needs --config (or --ckpt, whose stored config is used)")
+  topology_ = topology.from_args(args)
+  config = resolve_config(args.config, args.ckpt, overrides)
+  settings = decode_settings(config.decode, **{f: getattr(args, f) for f in DECODE_FIELDS})
+  if args.batch_size < 1:
+    raise cli.UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+  return decode_report.decode_report(config, args.decode, args.batch_size, settings, topology_)
 
 
 main = cli.entry(_main, __name__)  # last: run as a command, it runs here

@@ -48,8 +48,8 @@ class Chip:
 
   @property
   def peak_tflops(self) -> float:
-    """Dense bf16 peak per chip, from the one table of peaks (training/flops.py)."""
-    from maskgil_jax.training.flops import peak_tflops
+    """Dense bf16 peak per chip, from the one table of peaks (parallel/chips.py)."""
+    from maskgil_jax.parallel.chips import peak_tflops
     return peak_tflops(self.device_kind)
 
   def shape(self, chips: int) -> tuple[int, ...] | None:

@@ -12,44 +12,12 @@ from __future__ import annotations
 
 import jax
 
+from maskgil_jax.parallel.chips import PEAK_TFLOPS, peak_tflops  # noqa: F401 (one table)
 from maskgil_jax.configlib.model import ffn_hidden_dim, vocab_rows
 from maskgil_jax.models.layouts import Layout
 
 # Dense bf16 peak TFLOP/s of one JAX device (a TPU v2/v3 device is one core, half a chip).
 # Matched as a substring of `device_kind`, lower-cased, most specific first.
-PEAK_TFLOPS = {
-    "tpu v2": 22.5,
-    "tpu v3": 61.5,
-    "tpu v4 lite": 137.5,
-    "tpu v4": 275.0,
-    "tpu v5 lite": 197.0,
-    "tpu v5e": 197.0,
-    "tpu v5p": 459.0,
-    "tpu v5": 459.0,
-    "tpu v6 lite": 918.0,
-    "tpu v6e": 918.0,
-    "tpu7x": 2307.0,
-    "h100 pcie": 756.0,
-    "h100": 989.0,
-    "h200": 989.0,
-    "gh200": 989.0,
-    "b200": 2250.0,
-    "a100": 312.0,
-    "l4": 121.0,
-}
-
-
-def peak_tflops(device_kind: str, override: float = 0.0) -> float | None:
-  """Per-device peak (`override` when > 0), None for a device not in the table (e.g. CPU)."""
-  if override > 0:
-    return float(override)
-  kind = device_kind.lower()
-  for name in sorted(PEAK_TFLOPS, key=len, reverse=True):
-    if name in kind:
-      return PEAK_TFLOPS[name]
-  return None
-
-
 def sequence_length(m, objective: str) -> int:
   """Positions the trained forward pass runs over: the full layout sequence for MAR; for AR
   the prefix plus all image tokens but the last (teacher forcing)."""

@@ -1,4 +1,5 @@
-"""The sampling program compiled without weights: `sample --memory-report [--topology NAME]`.
+"""The sampling program compiled without weights: `sample --memory-report [--topology NAME]`
+(beside compile_report.py, which reports on it as on the train step).
 
 One call of the decoder (MAR, AR or hybrid, `decode.generate.generate_tokens`) over a global
 batch, compiled for this host's devices or for a TPU slice ahead of time
@@ -23,6 +24,7 @@ from maskgil_jax.models.conditions import Caption
 from maskgil_jax.parallel import mesh as mesh_lib
 from maskgil_jax.parallel import rules as rules_lib
 from maskgil_jax.parallel import topology as topology_lib
+from maskgil_jax.loading import abstract_generator  # the loader's own placement
 from maskgil_jax.training import compile_report
 
 
@@ -38,7 +40,6 @@ def decode_report(config, method: str, batch_size: int, settings: DecodeSettings
   batch shards) for `config` (finalized) and report on it."""
   if method not in METHODS:
     raise ConfigError(f"--decode {method!r}: one of {METHODS}")
-  from maskgil_jax.pipeline import abstract_generator  # the loader's own placement
   config = topology_lib.configure(config, topology)
   mesh = mesh_lib.make_mesh(config.mesh, topology.devices() if topology else None)
   rules = rules_lib.make_rules(config.mesh.get("rules"))
@@ -64,19 +65,3 @@ def decode_report(config, method: str, batch_size: int, settings: DecodeSettings
     compiled = generate_tokens.lower(model, cond, keys, abstract_settings, method).compile()
   return compile_report.for_mesh(compiled, mesh, describe(method, settings, batch),
                                  topology=topology, items_per_call=batch)
-
-
-def from_flags(args, overrides) -> compile_report.Report:
-  """The report the sample command's flags ask for (`--memory-report`): the config of
-  `--config` (or of `--ckpt`'s checkpoint), the decode flags over `config.decode`, the batch
-  of `--batch-size`, the slice of `--topology` / `--num-slices`."""
-  from maskgil_jax.errors import UserError
-  from maskgil_jax.pipeline import DECODE_FIELDS, decode_settings, resolve_config
-  if not args.config and not args.ckpt:
-    raise UserError("--memory-report needs --config (or --ckpt, whose stored config is used)")
-  topology = topology_lib.from_args(args)
-  config = resolve_config(args.config, args.ckpt, overrides)
-  settings = decode_settings(config.decode, **{f: getattr(args, f) for f in DECODE_FIELDS})
-  if args.batch_size < 1:
-    raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-  return decode_report(config, args.decode, args.batch_size, settings, topology)
