@@ -17,6 +17,8 @@ COVERED = {
     "jax_side.py": "test_bench_versus_torch.py",
     "torch_side.py": "test_bench_versus_torch.py",
     "reference_side.py": "test_bench_versus_torch.py",
+    "tpu_attention.py": "test_tpu_attention_compiles_tiny",
+    "tpu_table.py": "test_tpu_table_prints_its_stored_cells",
 }
 
 
@@ -56,3 +58,24 @@ def test_sample_speed_runs_tiny():
   assert all(float(s) > 0 for s in rows.values())
   assert re.search(r"^MAR step [\d.]+ ms vs one full forward [\d.]+ ms", out, re.M), out
   assert "sample_speed: fastest" in out
+
+
+def test_tpu_attention_compiles_tiny():
+  """Splash against XLA attention by the TPU cost model, for the tiny config on one v5e chip
+  (compiled here through libtpu, no TPU)."""
+  out = run_script("bench/tpu_attention.py", "--configs", "tiny", "--chips", "1")
+  rows = [l for l in out.splitlines() if l.startswith("| tiny |")]
+  assert len(rows) == 2, out  # forward, forward + backward
+  assert all(re.search(r"\| (splash|XLA) \([\d.]+x\) \|$", r) for r in rows), out
+
+
+def test_tpu_table_prints_its_stored_cells(tmp_path):
+  """The table from its resumable JSON lines (the cells are compiles of full-size models, far
+  too slow for a test): every stored cell appears, the missing ones are marked."""
+  import json
+  stored = [json.loads(l) for l in (REPO / "bench" / "tpu_table.jsonl").read_text().splitlines()
+            if l.strip()]
+  out = run_script("bench/tpu_table.py", "--markdown")
+  for row in stored:
+    assert re.search(rf"^\| {re.escape(row['config'])} \| {re.escape(row['slice'])} \|", out,
+                     re.M), (row["config"], row["slice"], out)
