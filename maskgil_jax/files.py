@@ -8,17 +8,20 @@ import contextlib
 import json
 import os
 import pathlib
+import secrets
+import socket
 
 
 @contextlib.contextmanager
-def atomic_path(path, suffix: str = ".tmp", per_process: bool = False):
+def atomic_path(path, suffix: str = ".tmp"):
   """A temporary sibling of `path` to write (ending in `suffix`, so writers that read the
   format from the name, e.g. np.savez or savefig, keep it); renamed onto `path` when the
-  block ends, removed when it raises. `per_process`: the name carries the process id, for
-  files several processes may write at once (the same content; the last rename wins)."""
+  block ends, removed when it raises. The name is this writer's own (host, process and a
+  random part), so processes of a job that write the same file at once (the same content; the
+  last rename wins) never rename or remove each other's temporary file."""
   path = pathlib.Path(path)
-  pid = f".{os.getpid()}" if per_process else ""
-  tmp = path.with_name(f".{path.name}{pid}{suffix}")
+  own = f".{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(4)}"
+  tmp = path.with_name(f".{path.name}{own}{suffix}")
   try:
     yield tmp
     os.replace(tmp, path)
@@ -27,9 +30,9 @@ def atomic_path(path, suffix: str = ".tmp", per_process: bool = False):
       tmp.unlink()
 
 
-def write_text(path, text: str, per_process: bool = False) -> None:
+def write_text(path, text: str) -> None:
   """`text` into `path`, atomically."""
-  with atomic_path(path, per_process=per_process) as tmp:
+  with atomic_path(path) as tmp:
     tmp.write_text(text)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from maskgil_jax import checkpoints, configlib, convert
+from maskgil_jax import configlib, convert, loading
 from maskgil_jax.interop import torch_io
 from maskgil_jax.interop.torch_io import CheckpointError
 
@@ -75,7 +75,7 @@ def test_a_lightning_1x_file_with_objects_beside_the_weights_loads(fixtures_dir,
   loaded = torch_io.load_torch_file(path)
   assert list(loaded) == ["state_dict"] and sorted(loaded["state_dict"]) == sorted(sd)
   assert MODULE not in sys.modules  # nothing was imported to read it
-  model = checkpoints.load_tokenizer(path, configlib.tokenizer_config("tiny_taming"))
+  model = loading.load_tokenizer(path, configlib.tokenizer_config("tiny_taming"))
   np.testing.assert_array_equal(model.decoder.conv_out.bias[...],
                                 sd["decoder.conv_out.bias"].numpy())
   out = tmp_path / "converted"

@@ -86,7 +86,7 @@ def test_install_hints_name_the_extras():
     hints += [(f.name, m) for m in re.findall(r"pip install ([^)`'\n]+)", f.read_text())]
   assert hints
   for name, hint in hints:
-    assert re.match(r'"maskgil_jax\[\w+\]"|-e "\.\[\w+\]"', hint), (name, hint)
+    assert re.match(r'"maskgil_jax\[[\w-]+\]"|-e "\.\[[\w-]+\]"', hint), (name, hint)
 
 
 def test_missing_torch_names_the_torch_extra(tmp_path, monkeypatch):

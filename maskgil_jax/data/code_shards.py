@@ -89,7 +89,7 @@ def write_meta(folder: str | os.PathLike, meta: CodesMeta) -> None:
       raise DataError(f"{folder} holds codes made with other settings:\n  there: {existing}\n"
                       f"  now:   {meta}\nuse another --out folder or the same settings")
     return
-  files.write_text(folder / META_FILE, meta.to_json(), per_process=True)  # any process may
+  files.write_text(folder / META_FILE, meta.to_json())  # any process may
 
 
 def encode_record(index: int, label: int, codes: np.ndarray, meta: CodesMeta) -> bytes:

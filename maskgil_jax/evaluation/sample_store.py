@@ -201,7 +201,7 @@ class SampleStore:
     if not (self.directory / SETTINGS_FILE).exists():  # before the first shard
       self.directory.mkdir(parents=True, exist_ok=True)  # a failed run leaves no folder
       files.write_text(self.directory / SETTINGS_FILE,
-                       json.dumps(self.record, indent=2, sort_keys=True), per_process=True)
+                       json.dumps(self.record, indent=2, sort_keys=True))
     name = f"shard_{indices.min():08d}_{indices.max():08d}_p{self.process_index:03d}.npz"
     path = self.directory / name
     with files.atomic_path(path) as tmp, open(tmp, "wb") as f:

@@ -25,8 +25,7 @@ import os
 
 from maskgil_jax.errors import UserError
 
-EXTRA = "tpu-compile"  # the setup.py extra that installs libtpu on a CPU host
-INSTALL = f'pip install "maskgil_jax[{EXTRA}]"'
+INSTALL = 'pip install "maskgil_jax[tpu-compile]"'  # the setup.py extra with libtpu, for a CPU host
 GIB = 1024 ** 3
 
 
